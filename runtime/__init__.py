@@ -1,0 +1,9 @@
+"""runtime: an asyncio-native multi-process runtime for Python servers."""
+
+from .app import Runtime
+from .config import Config
+from .group import ProcessGroup
+from .start_methods import skip_start_method_setup
+
+__all__ = ["Config", "ProcessGroup", "Runtime", "skip_start_method_setup"]
+__version__ = "0.1.0"

@@ -1,0 +1,251 @@
+"""``Runtime``: what a user builds, decorates with listeners and runs.
+
+A Runtime registers itself by name when it is created. A worker started with spawn
+or forkserver re-imports the user's module, which creates the Runtime again; the
+worker then finds it by that name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from multiprocessing.context import BaseContext
+from typing import Any, ClassVar
+
+from . import logs, sockets, start_methods
+from .config import Config, RunOptions
+from .errors import (
+    ConfigError,
+    SharedContextError,
+    StartMethodConflictError,
+    UnguardedRunError,
+)
+from .group import ProcessGroup
+from .listeners import Listeners
+from .shared import SharedContext
+from .worker import WorkerSpec, run_single
+
+log = logging.getLogger("runtime")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class _RuntimeType(type):
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if name == "start_method":
+            _check_start_method_change(value)
+        super().__setattr__(name, value)
+
+
+def _check_start_method_change(value: Any) -> None:
+    if Runtime._active_runs:
+        raise StartMethodConflictError(
+            f"Runtime.start_method = {value!r} was set after run() began; set it "
+            f"in global scope, before run() (for example right after the imports)"
+        )
+    start_methods.validate(value)
+
+
+def _listener(event: str) -> Callable[[Runtime, Callable], Callable]:
+    def register(self: Runtime, fn: Callable) -> Callable:
+        return self.listeners.add(event, fn)
+
+    register.__name__ = event
+    register.__doc__ = f"Decorator: call ``fn(rt)`` on {event.replace('_', ' ')}."
+    return register
+
+
+class Runtime(metaclass=_RuntimeType):
+    """A server application run by the runtime on one or more worker processes.
+
+    Serve exactly one of: ``app`` (an ASGI 3 app), ``protocol`` (a factory of
+    ``asyncio.Protocol`` objects) or ``serve`` (``async def serve(sock)``).
+    """
+
+    start_method: str = start_methods.DEFAULT
+
+    _registry: ClassVar[dict[str, Runtime]] = {}
+    _active_runs: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        name: str,
+        app: Any = None,
+        *,
+        protocol: Callable[[], asyncio.BaseProtocol] | None = None,
+        serve: Callable[[Any], Awaitable[None]] | None = None,
+        config: Config | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ConfigError(
+                f"Runtime name {name!r} is not valid; use letters, digits, "
+                f"'_', '-' or '.', e.g. Runtime('shop')"
+            )
+        if name in Runtime._registry:
+            raise ConfigError(
+                f"a Runtime named {name!r} already exists in this process; give "
+                f"each Runtime its own name"
+            )
+        self.name = name
+        self.kind, self.target = _servable(app, protocol, serve)
+        self.config = config if config is not None else Config()
+        self.listeners = Listeners()
+        self.shared_ctx = SharedContext()
+        self.manager: ProcessGroup | None = None
+        self.import_target: str | None = None
+        self.module = sys._getframe(1).f_globals.get("__name__", "__main__")
+        Runtime._registry[name] = self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "start_method":
+            _check_start_method_change(value)
+        super().__setattr__(name, value)
+
+    def __repr__(self) -> str:
+        return f"Runtime({self.name!r}, {self.kind}={self.target!r})"
+
+    @classmethod
+    def lookup(cls, name: str) -> Runtime | None:
+        return cls._registry.get(name)
+
+    main_process_start = _listener("main_process_start")
+    main_process_ready = _listener("main_process_ready")
+    main_process_stop = _listener("main_process_stop")
+    before_server_start = _listener("before_server_start")
+    after_server_start = _listener("after_server_start")
+    before_server_stop = _listener("before_server_stop")
+    after_server_stop = _listener("after_server_stop")
+
+    @property
+    def context(self) -> BaseContext:
+        """The multiprocessing context the workers start from; build shared objects
+        with it (``rt.context.Queue()``)."""
+        return self._resolver().resolve()
+
+    def _resolver(self) -> start_methods.StartMethodResolver:
+        return start_methods.StartMethodResolver(self.start_method)
+
+    def run(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        uds: str | None = None,
+        fd: int | None = None,
+        workers: int | None = None,
+        single_process: bool | None = None,
+        ack_timeout: float | None = None,
+        graceful_timeout: float | None = None,
+        keep_alive_timeout: float | None = None,
+        access_log: bool | None = None,
+        log_level: str | None = None,
+        backlog: int | None = None,
+    ) -> None:
+        """Serve until stopped. Returns after a clean stop; exits with 1 when the
+        group could not start or kept failing."""
+        given = {k: v for k, v in locals().items() if k != "self"}
+        code = self.serve_until_stopped(**given)
+        if code:
+            raise SystemExit(code)
+
+    def serve_until_stopped(self, **given: Any) -> int:
+        """Like ``run()`` but returns the exit code instead of exiting."""
+        _check_not_bootstrapping()
+        if self.kind is None:
+            raise ConfigError(
+                f"Runtime {self.name!r} has nothing to serve; pass app=, protocol= "
+                f"or serve= when creating it"
+            )
+        options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
+        logs.configure(options.log_level, options.access_log)
+        if options.single_process:
+            return run_single(self, options)
+        resolver = self._resolver()
+        ctx = resolver.resolve()
+        sock = sockets.listen(options)
+        Runtime._active_runs += 1
+        try:
+            log.info("Listening on %s", sockets.describe(sock))
+            self.manager = ProcessGroup(ctx, sock, self._spec(options), options)
+            start_methods.preload(ctx, self._preload())
+            return asyncio.run(self._manage(self.manager))
+        finally:
+            Runtime._active_runs -= 1
+            self.manager = None
+            sockets.close(sock, options)
+
+    async def _manage(self, group: ProcessGroup) -> int:
+        group.watch_signals()
+        try:
+            try:
+                await self.listeners.run("main_process_start", self)
+            except Exception:
+                log.exception("A main_process_start listener failed; not starting")
+                return 1
+            try:
+                start_methods.check_transferable(group.method, self.shared_ctx.items())
+            except SharedContextError as exc:
+                log.error("%s", exc)
+                return 1
+            return await group.run(self._main_ready)
+        finally:
+            await self._main_stop()
+
+    async def _main_ready(self) -> None:
+        await self.listeners.run("main_process_ready", self)
+
+    async def _main_stop(self) -> None:
+        try:
+            await self.listeners.run("main_process_stop", self)
+        except Exception:
+            log.exception("A main_process_stop listener failed")
+
+    def _spec(self, options: RunOptions) -> WorkerSpec:
+        return WorkerSpec(
+            runtime_name=self.name,
+            module=self.module,
+            target=self.import_target,
+            options=options,
+            shared=self.shared_ctx.items(),
+        )
+
+    def _preload(self) -> list[str]:
+        modules = ["runtime.worker", "uvloop", "uvicorn.protocols.http.httptools_impl"]
+        main = sys.modules.get("__main__")
+        if getattr(main, "__file__", None):
+            modules.append("__main__")
+        if self.module not in ("__main__", "__mp_main__"):
+            modules.append(self.module)
+        if self.import_target:
+            modules.append(self.import_target.partition(":")[0])
+        return modules
+
+
+def _servable(app: Any, protocol: Any, serve: Any) -> tuple[str | None, Any]:
+    pairs = (("app", app), ("protocol", protocol), ("serve", serve))
+    given = {kind: value for kind, value in pairs if value is not None}
+    if len(given) > 1:
+        raise ConfigError(
+            f"pass only one of app=, protocol=, serve=; got {', '.join(given)}"
+        )
+    if not given:
+        return None, None
+    kind, target = next(iter(given.items()))
+    if not callable(target):
+        raise ConfigError(f"{kind}= must be callable, got {target!r}")
+    return kind, target
+
+
+def _check_not_bootstrapping() -> None:
+    # Set by multiprocessing while a spawn/forkserver child re-imports __main__.
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        main = sys.modules.get("__main__")
+        raise UnguardedRunError(
+            f"run() was called while a worker process was importing "
+            f"{getattr(main, '__file__', '__main__')}; worker processes import that "
+            f"module again, so call run() only under `if __name__ == '__main__':`"
+        )

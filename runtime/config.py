@@ -1,0 +1,154 @@
+"""Settings: ``rt.config`` (kept on the runtime) and ``RunOptions`` (one run's view).
+
+``Config`` holds upper-case keys a user may set at any time before ``run()``;
+every assignment is validated at once. ``RunOptions`` is the frozen, picklable
+result of merging the config with ``run()`` arguments; it is what worker processes
+receive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+def _positive_number(name: str, value: object, fix: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}; {fix}")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be above 0 seconds, got {value!r}; {fix}")
+    return float(value)
+
+
+def _int_in(name: str, value: object, low: int, high: int, fix: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}; {fix}")
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be {low}..{high}, got {value!r}; {fix}")
+    return value
+
+
+def log_level(value: object) -> str:
+    if isinstance(value, str) and value.upper() in LOG_LEVELS:
+        return value.upper()
+    raise ConfigError(
+        f"log level {value!r} is unknown; use one of {', '.join(LOG_LEVELS)}"
+    )
+
+
+def _seconds_or_none(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None:
+        _positive_number(attribute.name, value, "use a value such as 30")
+
+
+def _seconds(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _positive_number(attribute.name, value, "use a value such as 15")
+
+
+def _flag(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _level(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    log_level(value)
+
+
+def _backlog(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _int_in(attribute.name, value, 1, 65535, "use a value such as 2048")
+
+
+@attrs.define(on_setattr=attrs.setters.validate)
+class Config:
+    """Settings of one Runtime; ``run()`` arguments override them for that run."""
+
+    ACK_TIMEOUT: float | None = attrs.field(default=None, validator=_seconds_or_none)
+    GRACEFUL_TIMEOUT: float = attrs.field(default=15.0, validator=_seconds)
+    KEEP_ALIVE_TIMEOUT: float = attrs.field(default=5.0, validator=_seconds)
+    ACCESS_LOG: bool = attrs.field(default=False, validator=_flag)
+    LOG_LEVEL: str = attrs.field(default="INFO", validator=_level)
+    BACKLOG: int = attrs.field(default=2048, validator=_backlog)
+
+
+@attrs.frozen
+class RunOptions:
+    """Everything one run needs, validated; safe to send to worker processes."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    uds: str | None = None
+    fd: int | None = None
+    workers: int = 1
+    single_process: bool = False
+    ack_timeout: float = 30.0
+    graceful_timeout: float = 15.0
+    keep_alive_timeout: float = 5.0
+    access_log: bool = False
+    log_level: str = "INFO"
+    backlog: int = 2048
+
+    @classmethod
+    def build(cls, config: Config, threshold: int, **given: Any) -> RunOptions:
+        """Merge ``run()`` arguments over ``config``; raise ConfigError if invalid."""
+        unknown = set(given) - set(attrs.fields_dict(cls))
+        if unknown:
+            raise ConfigError(
+                f"run() got unknown argument(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(attrs.fields_dict(cls))}"
+            )
+        given = {k: v for k, v in given.items() if v is not None}
+        values: dict[str, Any] = {
+            "ack_timeout": _ack_timeout(config, threshold),
+            "graceful_timeout": config.GRACEFUL_TIMEOUT,
+            "keep_alive_timeout": config.KEEP_ALIVE_TIMEOUT,
+            "access_log": config.ACCESS_LOG,
+            "log_level": config.LOG_LEVEL,
+            "backlog": config.BACKLOG,
+        }
+        values.update(given)
+        return cls(**_validated(values))
+
+    @property
+    def log_level_number(self) -> int:
+        return logging.getLevelName(self.log_level)
+
+
+def _ack_timeout(config: Config, threshold: object) -> float:
+    if config.ACK_TIMEOUT is not None:
+        return config.ACK_TIMEOUT
+    tenths = _int_in(
+        "ProcessGroup.THRESHOLD", threshold, 1, 10**7,
+        "it counts tenths of a second, e.g. 600 for one minute",
+    )
+    return tenths / 10
+
+
+def _validated(values: dict[str, Any]) -> dict[str, Any]:
+    out = dict(values)
+    if "workers" in out:
+        out["workers"] = _int_in(
+            "workers", out["workers"], 1, 1024, "use 1 or more worker processes"
+        )
+    if "port" in out:
+        out["port"] = _int_in("port", out["port"], 0, 65535, "use a TCP port")
+    if "host" in out and (not isinstance(out["host"], str) or not out["host"]):
+        raise ConfigError(f"host must be a host name or address, got {out['host']!r}")
+    if "fd" in out:
+        out["fd"] = _int_in("fd", out["fd"], 0, 2**31 - 1, "pass an open socket fd")
+    if out.get("uds") is not None and out.get("fd") is not None:
+        raise ConfigError("uds and fd were both given; listen on one of them only")
+    for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
+        out[name] = _positive_number(name, out[name], "use a value such as 15")
+    out["log_level"] = log_level(out["log_level"])
+    for name in ("single_process", "access_log"):
+        if name in out and not isinstance(out[name], bool):
+            raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
+    out["backlog"] = _int_in("backlog", out["backlog"], 1, 65535, "e.g. 2048")
+    return out

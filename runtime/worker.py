@@ -1,0 +1,257 @@
+"""The server worker: the entry point of each worker process, and the serving
+lifecycle it shares with single-process mode.
+
+Design note
+-----------
+A worker process, whatever its start method:
+
+1. forgets the signal state it may have inherited (a forked child of 3.11 still
+   points its signal wakeup fd at the manager's loop) and never touches the
+   manager's loop object: closing it would close the manager's epoll instance;
+2. finds its Runtime by name (spawn and forkserver re-imported the user's module);
+3. runs a fresh uvloop loop: installs its signal handlers, then unblocks SIGINT and
+   SIGTERM, which the manager kept blocked while starting it so that a signal
+   during interpreter start-up waits for these handlers;
+4. before_server_start, start serving, after_server_start, then sends ``Ack``;
+5. on ``Stop``, SIGINT, SIGTERM or the manager's end of the pipe closing: runs
+   before_server_stop, drains (see ``serving``), after_server_stop, and exits 0.
+   A second signal stops at once. A failure before the ack is reported with
+   ``Failed`` and the process exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import uvloop
+
+from . import logs, serving, sockets
+from .config import RunOptions
+from .errors import RuntimeErrorBase, StartupError
+from .messages import Ack, Failed, Stop
+
+if TYPE_CHECKING:
+    from .app import Runtime
+
+log = logging.getLogger("runtime")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@attrs.frozen
+class WorkerSpec:
+    """What a worker process needs to find and serve its runtime."""
+
+    runtime_name: str
+    module: str
+    target: str | None
+    options: RunOptions
+    shared: dict[str, Any]
+
+
+def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
+    """Process entry point of a server worker."""
+    _forget_inherited_signals()
+    logs.configure(spec.options.log_level, spec.options.access_log)
+    try:
+        from .loader import find_runtime
+
+        runtime = find_runtime(spec)
+        runtime.shared_ctx.attach_all(spec.shared)
+    except RuntimeErrorBase as exc:
+        _report(conn, exc, "")
+        sys.exit(1)
+    except BaseException as exc:
+        _report(conn, exc, traceback.format_exc())
+        sys.exit(1)
+    lifecycle = ServingLoop(runtime, sock, spec.options, conn=conn)
+    sys.exit(uvloop.run(lifecycle.run()))
+
+
+def run_single(runtime: Runtime, options: RunOptions) -> int:
+    """Serve in this process only: no manager, same listeners and shutdown."""
+    sock = sockets.listen(options)
+    try:
+        log.info("Listening on %s (single process)", sockets.describe(sock))
+        return uvloop.run(_single(runtime, sock, options))
+    finally:
+        sockets.close(sock, options)
+
+
+async def _single(runtime: Runtime, sock: socket.socket, options: RunOptions) -> int:
+    try:
+        await runtime.listeners.run("main_process_start", runtime)
+    except Exception:
+        log.exception("A main_process_start listener failed; not starting")
+        return 1
+    try:
+
+        async def ready() -> None:
+            await runtime.listeners.run("main_process_ready", runtime)
+
+        return await ServingLoop(runtime, sock, options, on_ready=ready).run()
+    finally:
+        try:
+            await runtime.listeners.run("main_process_stop", runtime)
+        except Exception:
+            log.exception("A main_process_stop listener failed")
+
+
+def _forget_inherited_signals() -> None:
+    signal.set_wakeup_fd(-1)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _report(conn: Connection, exc: BaseException, trace: str) -> None:
+    try:
+        conn.send(Failed(os.getpid(), f"{type(exc).__name__}: {exc}", trace))
+    except OSError:
+        pass
+
+
+class ServingLoop:
+    """Start, serve and drain one server on ``sock``, with listeners and signals."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sock: socket.socket,
+        options: RunOptions,
+        *,
+        conn: Connection | None = None,
+        on_ready: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.sock = sock
+        self.options = options
+        self.conn = conn
+        self.on_ready = on_ready
+        self.signals = 0
+
+    async def run(self) -> int:
+        self.stop = asyncio.Event()
+        self.main_task = asyncio.current_task()
+        self._watch()
+        self.server = serving.build(self.runtime.kind, self.runtime.target, self.options)
+        try:
+            return await self._lifecycle()
+        except asyncio.CancelledError:
+            if self.signals < 2:
+                raise
+            await self.server.drain(0)  # abort every connection now
+            return 1
+
+    async def _lifecycle(self) -> int:
+        starting = asyncio.ensure_future(self._start())
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.wait({starting})
+            stopping.cancel()
+            log.info("Stopped before serving")
+            return 0
+        if starting.exception() is not None:
+            stopping.cancel()
+            self._failed(starting.exception())
+            return 1
+        code = await self._serve(stopping)
+        await self._stop_serving()
+        return code
+
+    async def _start(self) -> None:
+        try:
+            await self.runtime.listeners.run("before_server_start", self.runtime)
+            await self.server.start(self.sock)
+            await self.runtime.listeners.run("after_server_start", self.runtime)
+        except SystemExit as exc:
+            raise StartupError(f"start-up called exit({exc.code})") from exc
+
+    async def _serve(self, stopping: asyncio.Future[Any]) -> int:
+        self._ack()
+        if self.on_ready is not None:
+            try:
+                await self.on_ready()
+            except Exception:
+                log.exception("A main_process_ready listener failed; stopping")
+                stopping.cancel()
+                return 1
+        finished = self.server.finished
+        await asyncio.wait({stopping, finished}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if finished.done() and finished.exception() is not None:
+            log.error("The server stopped with an error", exc_info=finished.exception())
+            return 1
+        return 0
+
+    async def _stop_serving(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.graceful_timeout
+        await self._call("before_server_stop")
+        try:
+            await self.server.drain(deadline)
+            await self.server.close()
+        except Exception:
+            log.exception("Draining the server failed")
+        await self._call("after_server_stop")
+        log.info("Stopped")
+
+    async def _call(self, event: str) -> None:
+        try:
+            await self.runtime.listeners.run(event, self.runtime)
+        except Exception:
+            log.exception("A %s listener failed", event)
+
+    def _ack(self) -> None:
+        log.info("Serving")
+        if self.conn is not None:
+            self.conn.send(Ack(os.getpid()))
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.conn is None:
+            log.error("Start-up failed", exc_info=exc)
+            return
+        trace = "".join(traceback.format_exception(exc))
+        _report(self.conn, exc, trace)
+
+    def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if self.conn is not None:
+            loop.add_reader(self.conn.fileno(), self._on_control)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            log.info("Stopping on %s", sig.name)
+            self.stop.set()
+        elif self.signals == 2:
+            log.warning("Second stop signal (%s): stopping at once", sig.name)
+            if self.main_task is not None:
+                self.main_task.cancel()
+
+    def _on_control(self) -> None:
+        assert self.conn is not None
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if isinstance(message, Stop):
+                    self.stop.set()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            if not self.stop.is_set():
+                log.warning("The manager process is gone; stopping")
+                self.stop.set()
