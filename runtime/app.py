@@ -170,15 +170,15 @@ class Runtime(metaclass=_RuntimeType):
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
-            self.manager = ProcessGroup(ctx, sock, self._spec(options), options)
+            self.manager = ProcessGroup(ctx, sock, options)
             start_methods.preload(ctx, self._preload())
-            return asyncio.run(self._manage(self.manager))
+            return asyncio.run(self._manage(self.manager, options))
         finally:
             Runtime._active_runs -= 1
             self.manager = None
             sockets.close(sock, options)
 
-    async def _manage(self, group: ProcessGroup) -> int:
+    async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
         group.watch_signals()
         try:
             try:
@@ -191,7 +191,7 @@ class Runtime(metaclass=_RuntimeType):
             except SharedContextError as exc:
                 log.error("%s", exc)
                 return 1
-            return await group.run(self._main_ready)
+            return await group.run(self._spec(options), self._main_ready)
         finally:
             await self._main_stop()
 

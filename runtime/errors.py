@@ -45,3 +45,7 @@ class RuntimeNotFoundError(RuntimeErrorBase, LookupError):
 
 class StartupError(RuntimeErrorBase):
     """Raised when a server could not start (lifespan failure, bad app)."""
+
+
+class StartFailedError(RuntimeErrorBase):
+    """Raised when the operating system or multiprocessing could not start a child."""

@@ -40,6 +40,7 @@ import attrs
 
 from . import start_methods
 from .config import RunOptions
+from .errors import StartFailedError
 from .logs import MAIN_NAME
 from .messages import Ack, Failed, Stop
 from .state import ProcessEntry, State, now
@@ -89,13 +90,12 @@ class ProcessGroup:
         self,
         context: BaseContext,
         sock: socket.socket,
-        spec: WorkerSpec,
         options: RunOptions,
     ) -> None:
         self.context = context
         self.method = context.get_start_method()
         self.sock = sock
-        self.spec = spec
+        self.spec: WorkerSpec | None = None
         self.options = options
         self.entries: dict[str, ProcessEntry] = {
             MAIN_NAME: ProcessEntry(
@@ -122,8 +122,11 @@ class ProcessGroup:
         self.exit_code = max(self.exit_code, exit_code)
         self._stop.set()
 
-    async def run(self, on_ready: Callable[[], Awaitable[None]]) -> int:
+    async def run(
+        self, spec: WorkerSpec, on_ready: Callable[[], Awaitable[None]]
+    ) -> int:
         """Start the server workers, serve until stopped, stop; return exit code."""
+        self.spec = spec
         try:
             if not self._stop.is_set() and await self._start_servers():
                 await self._ready(on_ready)
@@ -147,9 +150,14 @@ class ProcessGroup:
     async def _start_servers(self) -> bool:
         if self.method == "fork":
             start_methods.warn_if_threaded()
-        children = [
-            self._start(f"Runtime-Server-{i}-0") for i in range(self.options.workers)
-        ]
+        children = []
+        try:
+            for i in range(self.options.workers):
+                children.append(self._start(f"Runtime-Server-{i}-0"))
+        except StartFailedError as exc:
+            log.error("%s; stopping", exc)
+            self.stop(1)
+            return False
         return await self._await_acks(children)
 
     def _start(self, name: str) -> _Child:
@@ -161,9 +169,16 @@ class ProcessGroup:
         )
         entry.state = State.STARTING
         _manager_ends.add(ours)
-        with _stop_signals_blocked():
-            process.start()
-        theirs.close()
+        try:
+            with _stop_signals_blocked():
+                process.start()
+        except Exception as exc:
+            entry.state = State.FAILED
+            _manager_ends.discard(ours)
+            ours.close()
+            raise StartFailedError(f"could not start {name}: {exc!r}") from exc
+        finally:
+            theirs.close()
         entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
         entry.starts += 1
         child = _Child(name, process, ours, entry, loop.create_future(),

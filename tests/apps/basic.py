@@ -21,7 +21,7 @@ from runtime import ProcessGroup, Runtime, skip_start_method_setup
 
 env = os.environ.get
 
-if env("RT_GLOBAL_METHOD"):
+if env("RT_GLOBAL_METHOD") and __name__ == "__main__":
     multiprocessing.set_start_method(env("RT_GLOBAL_METHOD"))
 if env("RT_SKIP"):
     skip_start_method_setup()
