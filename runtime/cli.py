@@ -67,12 +67,24 @@ def _fd(text: str) -> int:
     return value
 
 
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    return text.upper()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runtime", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
     run = commands.add_parser("run", help="serve an app on worker processes")
     run.add_argument(
-        "target", nargs="?", default=None,
+        "target",
+        nargs="?",
+        default=None,
         help="MODULE:ATTR naming a Runtime or an ASGI app (default: a demo app)",
     )
     run.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
@@ -80,26 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--uds", metavar="PATH", help="listen on a unix socket path")
     run.add_argument("--fd", type=_fd, help="listen on an inherited socket fd")
     run.add_argument(
-        "--workers", type=_positive_int,
+        "--workers",
+        type=_positive_int,
         help="server worker processes (default: 1, or 2 for the demo app)",
     )
     run.add_argument(
         "--single-process", action="store_true", help="serve without a manager"
     )
     run.add_argument(
-        "--start-method", choices=start_methods.available(),
+        "--start-method",
+        choices=start_methods.available(),
         help=f"how workers start (default: {start_methods.DEFAULT})",
     )
     run.add_argument(
-        "--graceful-timeout", type=_seconds, metavar="SECONDS",
+        "--graceful-timeout",
+        type=_seconds,
+        metavar="SECONDS",
         help="time for in-flight requests at stop (default: 15)",
     )
     run.add_argument(
-        "--ack-timeout", type=_seconds, metavar="SECONDS",
+        "--ack-timeout",
+        type=_seconds,
+        metavar="SECONDS",
         help="time for each worker to start serving (default: 30)",
     )
     run.add_argument(
-        "--log-level", type=str.upper, choices=LOG_LEVELS, help="default: INFO"
+        "--log-level", type=_log_level, help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
     )
     run.add_argument("--access-log", action="store_true", help="log every request")
     run.add_argument(

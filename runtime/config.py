@@ -124,7 +124,10 @@ def _ack_timeout(config: Config, threshold: object) -> float:
     if config.ACK_TIMEOUT is not None:
         return config.ACK_TIMEOUT
     tenths = _int_in(
-        "ProcessGroup.THRESHOLD", threshold, 1, 10**7,
+        "ProcessGroup.THRESHOLD",
+        threshold,
+        1,
+        10**7,
         "it counts tenths of a second, e.g. 600 for one minute",
     )
     return tenths / 10

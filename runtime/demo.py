@@ -24,10 +24,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     worker = multiprocessing.current_process().name
-    body = json.dumps(
-        {"message": "hello from runtime", "worker": worker, "pid": os.getpid(),
-         "path": scope["path"]}
-    ).encode() + b"\n"
+    body = (
+        json.dumps(
+            {
+                "message": "hello from runtime",
+                "worker": worker,
+                "pid": os.getpid(),
+                "path": scope["path"],
+            }
+        ).encode()
+        + b"\n"
+    )
     await send(
         {
             "type": "http.response.start",

@@ -16,10 +16,11 @@ Stop: every live child gets ``Stop`` on its pipe and has ``graceful_timeout`` pl
 a short margin (for its stop listeners) to exit; then it is killed with a warning.
 A second signal kills what is left at once.
 
-While ``start()`` runs, SIGINT and SIGTERM are blocked in the manager's thread; the
-child inherits that mask and unblocks the signals once its own handlers are in
-place, so a signal during interpreter start-up is delayed, not lost or turned into
-a KeyboardInterrupt traceback.
+While ``start()`` runs, SIGINT and SIGTERM are blocked in the manager's thread; a
+fork or forkserver child inherits that mask and unblocks the signals once its own
+handlers are in place, so a signal during its start-up is delayed, not lost. A
+spawn child does not inherit the mask, so it starts with SIGINT ignored instead;
+either way a Ctrl+C during interpreter start-up is no KeyboardInterrupt traceback.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class ProcessGroup:
         entry.state = State.STARTING
         _manager_ends.add(ours)
         try:
-            with _stop_signals_blocked():
+            with _quiet_child_start(self.method):
                 process.start()
         except Exception as exc:
             entry.state = State.FAILED
@@ -181,8 +182,9 @@ class ProcessGroup:
             theirs.close()
         entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
         entry.starts += 1
-        child = _Child(name, process, ours, entry, loop.create_future(),
-                       loop.create_future())
+        child = _Child(
+            name, process, ours, entry, loop.create_future(), loop.create_future()
+        )
         self._live[name] = child
         loop.add_reader(ours.fileno(), self._on_message, child)
         loop.add_reader(process.sentinel, self._on_exit, child)
@@ -218,7 +220,9 @@ class ProcessGroup:
                     "%s (pid %d) did not ack within %.1f s; stopping. Raise the "
                     "deadline with ProcessGroup.THRESHOLD (tenths of a second), "
                     "rt.config.ACK_TIMEOUT or --ack-timeout if start-up is slow",
-                    child.name, child.pid, self.options.ack_timeout,
+                    child.name,
+                    child.pid,
+                    self.options.ack_timeout,
                 )
         self.stop(1)
 
@@ -239,7 +243,10 @@ class ProcessGroup:
             detail = f"\n{message.traceback.rstrip()}" if message.traceback else ""
             log.error(
                 "%s (pid %d) failed to start: %s%s",
-                child.name, child.pid, message.error, detail,
+                child.name,
+                child.pid,
+                message.error,
+                detail,
             )
         else:
             log.warning("%s sent an unexpected message: %r", child.name, message)
@@ -276,12 +283,16 @@ class ProcessGroup:
                     "%s (pid %d) %s before its ack; if it printed a traceback above "
                     "while importing, fix that; if the script calls run() at module "
                     "level, move it under `if __name__ == '__main__':`",
-                    child.name, child.pid, cause,
+                    child.name,
+                    child.pid,
+                    cause,
                 )
         elif code == -signal.SIGKILL:
             log.error(
                 "%s (pid %d) was killed by SIGKILL; if nobody sent it, the system "
-                "may be out of memory", child.name, child.pid,
+                "may be out of memory",
+                child.name,
+                child.pid,
             )
         else:
             log.error("%s (pid %d) died (%s)", child.name, child.pid, cause)
@@ -312,7 +323,9 @@ class ProcessGroup:
             if not child.exited.done():
                 log.warning(
                     "%s (pid %d) did not stop within %.1f s; killing it",
-                    child.name, child.pid, limit,
+                    child.name,
+                    child.pid,
+                    limit,
                 )
                 child.process.kill()
         if late:
@@ -339,10 +352,18 @@ def _cause(code: int | None) -> str:
 
 
 @contextlib.contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
+def _quiet_child_start(method: str) -> Iterator[None]:
+    # Blocked signals are inherited by fork and forkserver children; a spawn child
+    # starts with an empty mask, so SIGINT is ignored instead (ignored dispositions
+    # survive exec). A SIGINT landing in this window of a few milliseconds is lost
+    # by the manager too; the user presses Ctrl+C again.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    handler = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN) if method == "spawn" else None
+    )
     try:
         yield
     finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-

@@ -108,9 +108,10 @@ async def _single(runtime: Runtime, sock: socket.socket, options: RunOptions) ->
 
 
 def _forget_inherited_signals() -> None:
+    # SIGINT stays ignored until the loop's handlers are in place (see group.py).
     signal.set_wakeup_fd(-1)
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _report(conn: Connection, exc: BaseException, trace: str) -> None:
@@ -143,7 +144,9 @@ class ServingLoop:
         self.stop = asyncio.Event()
         self.main_task = asyncio.current_task()
         self._watch()
-        self.server = serving.build(self.runtime.kind, self.runtime.target, self.options)
+        self.server = serving.build(
+            self.runtime.kind, self.runtime.target, self.options
+        )
         try:
             return await self._lifecycle()
         except asyncio.CancelledError:
@@ -166,7 +169,7 @@ class ServingLoop:
             stopping.cancel()
             self._failed(starting.exception())
             return 1
-        code = await self._serve(stopping)
+        code = 0 if self.stop.is_set() else await self._serve(stopping)
         await self._stop_serving()
         return code
 

@@ -96,9 +96,12 @@ class Launched:
                     if match:
                         return match
                 left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                if left <= 0 or (
+                    self.proc.poll() is not None and not self._reader.is_alive()
+                ):
                     raise AssertionError(
-                        f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines)
+                        f"no line matching {pattern!r}; output:\n"
+                        + "\n".join(self.lines)
                     )
                 self._changed.wait(min(left, 0.2))
 
@@ -130,7 +133,10 @@ class Launched:
     def worker_pids(self) -> list[int]:
         with self._changed:
             text = "\n".join(self.lines)
-        return [int(p) for p in re.findall(r"Started Runtime-Server-\S+ \(pid (\d+)\)", text)]
+        return [
+            int(p)
+            for p in re.findall(r"Started Runtime-Server-\S+ \(pid (\d+)\)", text)
+        ]
 
     def cleanup(self) -> list[int]:
         """Kill whatever is left; return the pids that were still alive."""

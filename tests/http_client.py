@@ -10,7 +10,7 @@ import httpx
 def client_for(url: str) -> tuple[httpx.Client, str]:
     """A client and base URL for ``http://host:port`` or ``unix:/path``."""
     if url.startswith("unix:"):
-        transport = httpx.HTTPTransport(uds=url[len("unix:"):])
+        transport = httpx.HTTPTransport(uds=url[len("unix:") :])
         return httpx.Client(transport=transport, timeout=20), "http://localhost"
     return httpx.Client(timeout=20), url
 

@@ -34,7 +34,9 @@ def test_every_ack_comes_before_ready(launch):
     served.wait_for("listener main_process_ready")
     lines = list(served.lines)
     ready_at = next(i for i, line in enumerate(lines) if "Ready: " in line)
-    acks = [i for i, line in enumerate(lines) if re.search(r"Server-\d-0 .* acked", line)]
+    acks = [
+        i for i, line in enumerate(lines) if re.search(r"Server-\d-0 .* acked", line)
+    ]
     assert len(acks) == 3
     assert max(acks) < ready_at
     ready_listener = lines.index("listener main_process_ready")
@@ -68,7 +70,9 @@ def test_single_process_mode_serves_and_stops(launch):
     body = get(url).json()
     assert body["pid"] == served.pid
     assert body["listeners"] == [
-        "main_process_start", "before_server_start", "after_server_start",
+        "main_process_start",
+        "before_server_start",
+        "after_server_start",
         "main_process_ready",
     ]
     slow = InFlight(url, "/?sleep=1")
@@ -124,8 +128,9 @@ def test_serves_on_an_inherited_fd(launch):
         port = listener.getsockname()[1]
         fd = listener.fileno()
         served = launch(
-            *python("-m", "runtime", "run", "basic:app", "--fd", str(fd),
-                    "--workers", "2"),
+            *python(
+                "-m", "runtime", "run", "basic:app", "--fd", str(fd), "--workers", "2"
+            ),
             pass_fds=(fd,),
         )
     url = served.ready()

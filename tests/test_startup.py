@@ -19,15 +19,19 @@ def _run(launch, script, **env):
 def test_missing_ack_stops_everything_with_exit_1(launch, method):
     # C07 with a short deadline: start-up takes 40 s, the deadline is 1.5 s.
     served = _run(
-        launch, "basic.py",
-        RT_START_METHOD=method, RT_SLOW_START="40", RT_THRESHOLD="15",
+        launch,
+        "basic.py",
+        RT_START_METHOD=method,
+        RT_SLOW_START="40",
+        RT_THRESHOLD="15",
     )
     assert served.wait(30) == 1
     pids = served.worker_pids()
     assert len(pids) == 2
     for i, pid in enumerate(pids):
         assert (
-            f"Runtime-Server-{i}-0 (pid {pid}) did not ack within 1.5 s" in served.output
+            f"Runtime-Server-{i}-0 (pid {pid}) did not ack within 1.5 s"
+            in served.output
         )
     assert "Ready:" not in served.output
 
@@ -46,8 +50,18 @@ def test_threshold_governs_slow_start(launch, threshold, code):
 
 def test_ack_timeout_option_of_the_cli(launch):
     served = launch(
-        *python("-m", "runtime", "run", "basic:rt", "--port", "0", "--workers", "1",
-                "--ack-timeout", "0.5"),
+        *python(
+            "-m",
+            "runtime",
+            "run",
+            "basic:rt",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--ack-timeout",
+            "0.5",
+        ),
         env={"RT_SLOW_START": "40"},
     )
     assert served.wait(30) == 1
@@ -108,7 +122,9 @@ def test_unpicklable_shared_object_fails_before_any_worker(launch):
     # C04: a lambda cannot reach a spawn worker; say which object and why.
     served = _run(launch, "shared.py", RT_SHARED="lambda")
     assert served.wait(30) == 1
-    assert "shared_ctx.fn (function) cannot be sent to a 'spawn' worker" in served.output
+    assert (
+        "shared_ctx.fn (function) cannot be sent to a 'spawn' worker" in served.output
+    )
     assert "re-imports code by name" in served.output
     assert "Started Runtime-Server" not in served.output
 

@@ -82,9 +82,13 @@ def _listener(event):
 
 
 for _event in (
-    "main_process_start", "main_process_ready", "main_process_stop",
-    "before_server_start", "after_server_start",
-    "before_server_stop", "after_server_stop",
+    "main_process_start",
+    "main_process_ready",
+    "main_process_stop",
+    "before_server_start",
+    "after_server_start",
+    "before_server_stop",
+    "after_server_stop",
 ):
     rt.listeners.add(_event, _listener(_event))
 

@@ -16,7 +16,9 @@ class Pong(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data):
-        self.transport.write(f"pong {multiprocessing.current_process().name}\n".encode())
+        self.transport.write(
+            f"pong {multiprocessing.current_process().name}\n".encode()
+        )
         self.transport.close()
 
 

@@ -1,0 +1,104 @@
+"""The ``runtime`` command: the demo, targets, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import python
+from http_client import get, workers_seen
+
+pytestmark = pytest.mark.timeout(60)
+
+SCRIPT = str(Path(sys.executable).parent / "runtime")
+
+
+def test_demo_serves_from_two_workers_and_ctrl_c_exits_0(launch):
+    served = launch(SCRIPT, "run", "--port", "0")
+    url = served.ready()
+    assert served.count("Started Runtime-Server-") == 2
+    assert workers_seen(url, expected=2) == {"Runtime-Server-0-0", "Runtime-Server-1-0"}
+    response = get(url)
+    assert response.headers["x-worker"].startswith("Runtime-Server-")
+    served.signal_group(signal.SIGINT)  # what a terminal's Ctrl+C does
+    assert served.wait() == 0
+    assert "Traceback" not in served.output
+
+
+def test_python_dash_m_serves_a_bare_asgi_app(launch):
+    served = launch(
+        *python(
+            "-m",
+            "runtime",
+            "run",
+            "basic:app",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--start-method",
+            "forkserver",
+        )
+    )
+    url = served.ready()
+    assert len(workers_seen(url, expected=2)) == 2
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_runtime_target_keeps_its_listeners(launch):
+    served = launch(*python("-m", "runtime", "run", "basic:rt", "--port", "0"))
+    served.wait_for("listener main_process_ready")
+    assert get(served.url).json()["listeners"] == [
+        "before_server_start",
+        "after_server_start",
+    ]
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_every_log_line_names_process_and_pid(launch):
+    served = launch(*python("-m", "runtime", "run", "--port", "0"))
+    served.ready()
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    for line in served.lines:
+        assert " Runtime-Main[" in line or " Runtime-Server-" in line, line
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--workers", "0"], ["--workers", "'0'", "1 or more"]),
+        (["--workers", "two"], ["--workers", "'two'"]),
+        (["--port", "70000"], ["--port", "70000"]),
+        (["--graceful-timeout", "-1"], ["--graceful-timeout", "-1"]),
+        (["--log-level", "loud"], ["--log-level", "loud"]),
+        (["--bogus"], ["--bogus"]),
+        (["nosuchmodule:app"], ["'nosuchmodule'", "--app-dir"]),
+        (["basic:nothing"], ["'basic'", "'nothing'"]),
+        (["basic"], ["MODULE:ATTR", "'basic'"]),
+        (["--uds", "/tmp/x.sock", "--fd", "3"], ["uds", "fd"]),
+    ],
+)
+def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):
+    served = launch(*python("-m", "runtime", "run", *args))
+    assert served.wait() == 2
+    lines = [line for line in served.lines if line.strip()]
+    assert len(lines) == 1, served.output
+    for word in words:
+        assert word in lines[0]
+
+
+def test_port_in_use_is_one_line_and_exit_1(launch):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        served = launch(*python("-m", "runtime", "run", "--port", str(port)))
+        assert served.wait() == 1
+    lines = [line for line in served.lines if line.strip()]
+    assert len(lines) == 1
+    assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0]

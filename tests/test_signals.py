@@ -1,0 +1,80 @@
+"""Signals and shutdown (C16): every path drains in-flight requests."""
+
+from __future__ import annotations
+
+import signal
+
+import httpx
+import pytest
+from conftest import app_script, python
+from http_client import InFlight
+
+pytestmark = pytest.mark.timeout(90)
+
+PATHS = {
+    "sigterm-manager": (signal.SIGTERM, False),
+    "sigint-group": (signal.SIGINT, True),
+    "sigint-manager": (signal.SIGINT, False),
+}
+
+
+def _send(served, path: str) -> None:
+    sig, group = PATHS[path]
+    if group:
+        served.signal_group(sig)
+    else:
+        served.signal(sig)
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_in_flight_request_completes_on_every_signal_path(launch, path, method):
+    served = launch(*python(app_script("basic.py")), env={"RT_START_METHOD": method})
+    url = served.ready()
+    slow = InFlight(url, "/?sleep=2")
+    served.wait_for("request sleeping")
+    _send(served, path)
+    response = slow.result()
+    assert response.status_code == 200
+    assert served.wait(30) == 0
+    sig = PATHS[path][0]
+    assert served.count(rf"Runtime-Main\[\d+\] INFO Stopping on {sig.name}") == 1
+    assert served.count(r"stopped \(exit code 0\)") == 2
+    assert "KeyboardInterrupt" not in served.output
+    assert "Traceback" not in served.output
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_second_signal_stops_at_once(launch, path):
+    served = launch(*python(app_script("basic.py")), env={"RT_GRACEFUL": "60"})
+    url = served.ready()
+    slow = InFlight(url, "/?sleep=60")
+    served.wait_for("request sleeping")
+    _send(served, path)
+    served.wait_for(r"Runtime-Main\[\d+\] INFO Stopping on")
+    _send(served, path)
+    assert served.wait(20) == 1
+    with pytest.raises(httpx.HTTPError):
+        slow.result()
+    assert "Second stop signal" in served.output
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_signal_while_workers_start_is_honoured(launch, method):
+    served = launch(
+        *python(app_script("basic.py")),
+        env={"RT_SLOW_START": "40", "RT_START_METHOD": method},
+    )
+    served.wait_for("Started Runtime-Server-1-0")
+    served.signal(signal.SIGTERM)
+    assert served.wait(20) == 0
+    assert "Ready:" not in served.output
+    assert "Stopping on SIGTERM" in served.output
+
+
+def test_ctrl_c_during_interpreter_start_leaves_no_traceback(launch):
+    served = launch(*python(app_script("basic.py")), env={"RT_WORKERS": "2"})
+    served.wait_for("Started Runtime-Server-1-0")
+    served.signal_group(signal.SIGINT)
+    assert served.wait(20) == 0
+    assert "KeyboardInterrupt" not in served.output
