@@ -182,7 +182,9 @@ class Runtime(metaclass=_RuntimeType):
         group.watch_signals()
         try:
             try:
-                await self.listeners.run("main_process_start", self)
+                start = self.listeners.run("main_process_start", self)
+                if not await group.unless_stopped(start):
+                    return group.exit_code
             except Exception:
                 log.exception("A main_process_start listener failed; not starting")
                 return 1

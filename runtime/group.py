@@ -123,6 +123,24 @@ class ProcessGroup:
         self.exit_code = max(self.exit_code, exit_code)
         self._stop.set()
 
+    async def unless_stopped(self, work: Awaitable[None]) -> bool:
+        """Await ``work`` unless the group is asked to stop first (then cancel it).
+
+        Returns True if ``work`` finished; raises what it raised.
+        """
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+            return False
+        task.result()
+        return True
+
     async def run(
         self, spec: WorkerSpec, on_ready: Callable[[], Awaitable[None]]
     ) -> int:
@@ -143,7 +161,7 @@ class ProcessGroup:
             self.method,
         )
         try:
-            await on_ready()
+            await self.unless_stopped(on_ready())
         except Exception:
             log.exception("A main_process_ready listener failed; stopping")
             self.stop(1)

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any, Protocol
 
 import uvicorn
@@ -87,6 +88,7 @@ class AsgiServer:
         self.finished: asyncio.Future[None] = asyncio.Future()
         self._server: asyncio.AbstractServer | None = None
         self._lifespan: Any = None
+        self._headers_timer: asyncio.TimerHandle | None = None
 
     async def start(self, sock: socket.socket) -> None:
         self.config.load()
@@ -101,12 +103,23 @@ class AsgiServer:
             return protocol(config=self.config, server_state=state, app_state=app_state)
 
         loop = asyncio.get_running_loop()
+        self._refresh_headers()
         self._server = await loop.create_server(
             factory, sock=sock, backlog=self.config.backlog
         )
 
+    def _refresh_headers(self) -> None:
+        # The Date header changes once a second; uvicorn's protocol reads it from
+        # the shared state instead of formatting it per response.
+        date = formatdate(usegmt=True).encode()
+        self.state.default_headers = [(b"date", date), *self.config.encoded_headers]
+        loop = asyncio.get_running_loop()
+        self._headers_timer = loop.call_later(1.0, self._refresh_headers)
+
     async def drain(self, deadline: float) -> None:
         self.draining = True
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
         if self._server is not None:
             self._server.close()
         loop = asyncio.get_running_loop()

@@ -139,20 +139,19 @@ class ServingLoop:
         self.conn = conn
         self.on_ready = on_ready
         self.signals = 0
+        self.server: serving.Server | None = None
 
     async def run(self) -> int:
         self.stop = asyncio.Event()
         self.main_task = asyncio.current_task()
         self._watch()
-        self.server = serving.build(
-            self.runtime.kind, self.runtime.target, self.options
-        )
         try:
             return await self._lifecycle()
         except asyncio.CancelledError:
             if self.signals < 2:
                 raise
-            await self.server.drain(0)  # abort every connection now
+            if self.server is not None:
+                await self.server.drain(0)  # abort every connection now
             return 1
 
     async def _lifecycle(self) -> int:
@@ -175,6 +174,9 @@ class ServingLoop:
 
     async def _start(self) -> None:
         try:
+            self.server = serving.build(
+                self.runtime.kind, self.runtime.target, self.options
+            )
             await self.runtime.listeners.run("before_server_start", self.runtime)
             await self.server.start(self.sock)
             await self.runtime.listeners.run("after_server_start", self.runtime)
@@ -190,6 +192,7 @@ class ServingLoop:
                 log.exception("A main_process_ready listener failed; stopping")
                 stopping.cancel()
                 return 1
+        assert self.server is not None
         finished = self.server.finished
         await asyncio.wait({stopping, finished}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -202,6 +205,7 @@ class ServingLoop:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.graceful_timeout
         await self._call("before_server_stop")
+        assert self.server is not None
         try:
             await self.server.drain(deadline)
             await self.server.close()

@@ -155,3 +155,20 @@ def test_raw_protocol_and_serve_callable(launch):
         assert replies == {"pong Runtime-Server-0-0", "pong Runtime-Server-1-0"}
         served.signal(signal.SIGTERM)
         assert served.wait() == 0, served.output
+
+
+def test_asgi_lifespan_websocket_and_headers(launch):
+    from websockets.sync.client import connect
+
+    served = launch(*python(app_script("asgi_full.py")))
+    url = served.ready()
+    response = get(url)
+    assert response.text.startswith("Runtime-Server-")  # set by lifespan startup
+    assert response.headers["server"] == "runtime"
+    assert "date" in response.headers
+    with connect(url.replace("http://", "ws://") + "/ws") as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=10) == "echo hi"
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert served.count("lifespan shutdown") == 2

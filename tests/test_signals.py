@@ -78,3 +78,12 @@ def test_ctrl_c_during_interpreter_start_leaves_no_traceback(launch):
     served.signal_group(signal.SIGINT)
     assert served.wait(20) == 0
     assert "KeyboardInterrupt" not in served.output
+
+
+def test_signal_during_a_slow_main_process_start_is_honoured(launch):
+    served = launch(*python(app_script("basic.py")), env={"RT_SLOW_MAIN": "40"})
+    served.wait_for("main start sleeping")
+    served.signal(signal.SIGTERM)
+    assert served.wait(20) == 0
+    assert "Started Runtime-Server" not in served.output
+    assert "listener main_process_stop" in served.lines

@@ -7,6 +7,7 @@ RT_THRESHOLD      ProcessGroup.THRESHOLD
 RT_WORKERS        workers (default 2)
 RT_HOST, RT_UDS   where to listen (default 127.0.0.1, port 0)
 RT_SLOW_START     seconds before_server_start sleeps
+RT_SLOW_MAIN      seconds main_process_start sleeps
 RT_RAISE_IN       a listener event that raises
 RT_GRACEFUL       graceful timeout
 RT_SINGLE         single-process mode
@@ -73,6 +74,9 @@ def _listener(event):
         runtime.ctx_log.append(event)
         if event == "before_server_start" and env("RT_SLOW_START"):
             await asyncio.sleep(float(env("RT_SLOW_START")))
+        if event == "main_process_start" and env("RT_SLOW_MAIN"):
+            print("main start sleeping", flush=True)
+            await asyncio.sleep(float(env("RT_SLOW_MAIN")))
         if env("RT_RAISE_IN") == event:
             raise RuntimeError(f"boom in {event}")
         if event.startswith("main"):
