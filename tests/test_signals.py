@@ -87,3 +87,20 @@ def test_signal_during_a_slow_main_process_start_is_honoured(launch):
     assert served.wait(20) == 0
     assert "Started Runtime-Server" not in served.output
     assert "listener main_process_stop" in served.lines
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_workers_exit_when_the_manager_is_killed(launch, method):
+    from conftest import session_members, wait_until
+
+    served = launch(
+        *python(app_script("basic.py")),
+        env={"RT_START_METHOD": method, "RT_WORKERS": "3"},
+    )
+    served.ready()
+    served.signal(signal.SIGKILL)
+    served.wait()
+    assert wait_until(lambda: not session_members(served.pid), 15), (
+        f"left: {session_members(served.pid)}\n{served.output}"
+    )
+    assert served.count("The manager process is gone; stopping") == 3
