@@ -102,3 +102,13 @@ def test_port_in_use_is_one_line_and_exit_1(launch):
     lines = [line for line in served.lines if line.strip()]
     assert len(lines) == 1
     assert f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+
+
+def test_single_process_from_the_cli(launch):
+    served = launch(
+        *python("-m", "runtime", "run", "basic:app", "--port", "0", "--single-process")
+    )
+    served.wait_for(r"\(single process\)")
+    assert get(served.url).json()["pid"] == served.pid
+    served.signal(signal.SIGINT)
+    assert served.wait() == 0

@@ -104,3 +104,19 @@ def test_workers_exit_when_the_manager_is_killed(launch, method):
         f"left: {session_members(served.pid)}\n{served.output}"
     )
     assert served.count("The manager process is gone; stopping") == 3
+
+
+def test_a_worker_that_will_not_stop_is_killed_with_a_warning(launch):
+    served = launch(
+        *python(app_script("basic.py")),
+        env={"RT_HANG_STOP": "1", "RT_GRACEFUL": "1", "RT_WORKERS": "1"},
+    )
+    served.ready()
+    pid = served.worker_pids()[0]
+    served.signal(signal.SIGTERM)
+    assert served.wait(30) == 0
+    assert (
+        f"Runtime-Server-0-0 (pid {pid}) did not stop within 4.0 s; killing it"
+        in served.output
+    )
+    assert "stopped (killed by SIGKILL)" in served.output

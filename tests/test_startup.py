@@ -197,3 +197,21 @@ def test_workers_bind_by_host_name_under_a_running_loop(launch, method):
     assert "EBADF" not in served.output and "Bad file descriptor" not in served.output
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_state_table_after_start(launch):
+    import json
+
+    served = _run(launch, "basic.py", RT_START_METHOD="forkserver")
+    table = json.loads(served.wait_for(r"^workers (.*)").group(1))
+    assert table["Runtime-Main"]["pid"] == served.pid
+    pids = served.worker_pids()
+    for i in range(2):
+        entry = table[f"Runtime-Server-{i}-0"]
+        assert entry["server"] is True
+        assert entry["state"] == "ACKED"
+        assert entry["pid"] == pids[i]
+        assert entry["starts"] == 1
+        assert entry["start_at"] and entry["restart_at"] is None
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

@@ -11,12 +11,14 @@ RT_SLOW_MAIN      seconds main_process_start sleeps
 RT_RAISE_IN       a listener event that raises
 RT_GRACEFUL       graceful timeout
 RT_SINGLE         single-process mode
+RT_HANG_STOP      after_server_stop never returns
 """
 
 import asyncio
 import json
 import multiprocessing
 import os
+import time
 
 from runtime import ProcessGroup, Runtime, skip_start_method_setup
 
@@ -79,6 +81,10 @@ def _listener(event):
             await asyncio.sleep(float(env("RT_SLOW_MAIN")))
         if env("RT_RAISE_IN") == event:
             raise RuntimeError(f"boom in {event}")
+        if event == "after_server_stop" and env("RT_HANG_STOP"):
+            time.sleep(1000)  # blocks the worker's loop: it will not exit
+        if event == "main_process_ready" and runtime.manager is not None:
+            print("workers " + json.dumps(runtime.manager.workers, default=str))
         if event.startswith("main"):
             print(f"listener {event}", flush=True)
 
