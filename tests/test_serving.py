@@ -171,4 +171,4 @@ def test_asgi_lifespan_websocket_and_headers(launch):
         assert ws.recv(timeout=10) == "echo hi"
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
-    assert served.count("lifespan shutdown") == 2
+    assert served.count("lifespan shutdown") == 2, served.output

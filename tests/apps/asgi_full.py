@@ -2,6 +2,8 @@
 
 import multiprocessing
 
+from say import say
+
 from runtime import Runtime
 
 
@@ -13,7 +15,7 @@ async def app(scope, receive, send):
                 scope["state"]["worker"] = multiprocessing.current_process().name
                 await send({"type": "lifespan.startup.complete"})
             else:
-                print("lifespan shutdown", flush=True)
+                say("lifespan shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     elif scope["type"] == "websocket":

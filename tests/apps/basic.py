@@ -20,6 +20,8 @@ import multiprocessing
 import os
 import time
 
+from say import say
+
 from runtime import ProcessGroup, Runtime, skip_start_method_setup
 
 env = os.environ.get
@@ -47,7 +49,7 @@ async def app(scope, receive, send):
         part.split("=", 1) for part in scope["query_string"].decode().split("&") if part
     )
     if "sleep" in query:
-        print("request sleeping", flush=True)
+        say("request sleeping")
         await asyncio.sleep(float(query["sleep"]))
     body = json.dumps(
         {
@@ -77,16 +79,16 @@ def _listener(event):
         if event == "before_server_start" and env("RT_SLOW_START"):
             await asyncio.sleep(float(env("RT_SLOW_START")))
         if event == "main_process_start" and env("RT_SLOW_MAIN"):
-            print("main start sleeping", flush=True)
+            say("main start sleeping")
             await asyncio.sleep(float(env("RT_SLOW_MAIN")))
         if env("RT_RAISE_IN") == event:
             raise RuntimeError(f"boom in {event}")
         if event == "after_server_stop" and env("RT_HANG_STOP"):
             time.sleep(1000)  # blocks the worker's loop: it will not exit
         if event == "main_process_ready" and runtime.manager is not None:
-            print("workers " + json.dumps(runtime.manager.workers, default=str))
+            say("workers " + json.dumps(runtime.manager.workers, default=str))
         if event.startswith("main"):
-            print(f"listener {event}", flush=True)
+            say(f"listener {event}")
 
     return listener
 

@@ -8,6 +8,8 @@ ctx_queue   rt.context.Queue()
 import multiprocessing
 import os
 
+from say import say
+
 from runtime import Runtime
 from runtime.demo import app
 
@@ -36,7 +38,7 @@ def put(runtime):
 @rt.main_process_ready
 def got(runtime):
     names = sorted(runtime.shared_ctx.queue.get(timeout=10) for _ in range(2))
-    print("queue got", " ".join(names), flush=True)
+    say("queue got " + " ".join(names))
 
 
 if __name__ == "__main__":
