@@ -26,6 +26,7 @@ from .errors import (
 )
 from .group import ProcessGroup
 from .listeners import Listeners
+from .multiplexer import Multiplexer
 from .shared import SharedContext
 from .worker import WorkerSpec, run_single
 
@@ -96,6 +97,7 @@ class Runtime(metaclass=_RuntimeType):
         self.listeners = Listeners()
         self.shared_ctx = SharedContext()
         self.manager: ProcessGroup | None = None
+        self._mux: Multiplexer | None = None
         self.import_target: str | None = None
         self.module = sys._getframe(1).f_globals.get("__name__", "__main__")
         Runtime._registry[name] = self
@@ -119,6 +121,23 @@ class Runtime(metaclass=_RuntimeType):
     after_server_start = _listener("after_server_start")
     before_server_stop = _listener("before_server_stop")
     after_server_stop = _listener("after_server_stop")
+
+    @property
+    def multiplexer(self) -> Multiplexer:
+        """This server worker's handle to the manager (also ``rt.m``)."""
+        if self._mux is None:
+            raise RuntimeError(
+                "rt.m (the multiplexer) exists only in server worker processes; "
+                "in the main process use rt.manager"
+            )
+        return self._mux
+
+    m = multiplexer
+
+    def enter_worker(self, shared: dict[str, Any], mux: Multiplexer) -> None:
+        """Called once in a server worker process, before its listeners run."""
+        self.shared_ctx.attach_all(shared)
+        self._mux = mux
 
     @property
     def context(self) -> BaseContext:

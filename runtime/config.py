@@ -65,6 +65,10 @@ def _backlog(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 65535, "use a value such as 2048")
 
 
+def _crash_limit(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _int_in(attribute.name, value, 1, 1000, "use a value such as 5")
+
+
 @attrs.define(on_setattr=attrs.setters.validate)
 class Config:
     """Settings of one Runtime; ``run()`` arguments override them for that run."""
@@ -75,6 +79,7 @@ class Config:
     ACCESS_LOG: bool = attrs.field(default=False, validator=_flag)
     LOG_LEVEL: str = attrs.field(default="INFO", validator=_level)
     BACKLOG: int = attrs.field(default=2048, validator=_backlog)
+    CRASH_LOOP_LIMIT: int = attrs.field(default=5, validator=_crash_limit)
 
 
 @attrs.frozen
@@ -93,6 +98,7 @@ class RunOptions:
     access_log: bool = False
     log_level: str = "INFO"
     backlog: int = 2048
+    crash_loop_limit: int = 5
 
     @classmethod
     def build(cls, config: Config, threshold: int, **given: Any) -> RunOptions:
@@ -111,6 +117,7 @@ class RunOptions:
             "access_log": config.ACCESS_LOG,
             "log_level": config.LOG_LEVEL,
             "backlog": config.BACKLOG,
+            "crash_loop_limit": config.CRASH_LOOP_LIMIT,
         }
         values.update(given)
         return cls(**_validated(values))
@@ -154,4 +161,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
     out["backlog"] = _int_in("backlog", out["backlog"], 1, 65535, "e.g. 2048")
+    out["crash_loop_limit"] = _int_in(
+        "crash_loop_limit", out["crash_loop_limit"], 1, 1000, "e.g. 5"
+    )
     return out

@@ -49,3 +49,7 @@ class StartupError(RuntimeErrorBase):
 
 class StartFailedError(RuntimeErrorBase):
     """Raised when the operating system or multiprocessing could not start a child."""
+
+
+class GroupNotRunningError(RuntimeErrorBase, RuntimeError):
+    """Raised when the group is asked to change while it is not serving."""

@@ -3,120 +3,198 @@
 Design note
 -----------
 The manager reacts to events only: each child's pipe (messages) and process
-sentinel (exit) are registered as readers on the loop, and SIGINT/SIGTERM are loop
-signal handlers that just set the stop event. Nothing polls.
+sentinel (exit) are registered as readers on the loop, and signals are loop
+signal handlers that only record a request. Nothing polls.
 
 Start-up: every server worker is started, then the manager waits for all of their
-``Ack`` messages under one deadline (``ack_timeout``, by default
-``THRESHOLD`` tenths of a second). A worker that reports ``Failed``, exits, or is
-still silent at the deadline fails the whole start: the manager logs which one and
-why, stops every child and returns exit code 1.
+``Ack`` messages under one deadline (``ack_timeout``, by default ``THRESHOLD``
+tenths of a second). A worker that reports ``Failed``, exits, or is still silent
+at the deadline fails the whole start: the manager logs which one and why, stops
+every child and returns exit code 1.
+
+Serving: server workers live in numbered slots. Restarts, scaling and crash
+respawns change which process fills a slot; they are carried out one at a time by
+the conductor (``restarts.py``). A worker that dies while serving is respawned at
+once; one that dies again soon after starting waits with exponential backoff, and
+after ``crash_loop_limit`` such deaths in a row the group stops with exit code 1.
+
+The state table (``workers``) has one entry per process. It is pushed to the
+server workers (for ``rt.m``) whenever it changes, at most one copy in flight per
+worker, so a worker that stops reading can never block the manager.
 
 Stop: every live child gets ``Stop`` on its pipe and has ``graceful_timeout`` plus
 a short margin (for its stop listeners) to exit; then it is killed with a warning.
-A second signal kills what is left at once.
-
-While ``start()`` runs, SIGINT and SIGTERM are blocked in the manager's thread; a
-fork or forkserver child inherits that mask and unblocks the signals once its own
-handlers are in place, so a signal during its start-up is delayed, not lost. A
-spawn child does not inherit the mask, so it starts with SIGINT ignored instead;
-either way a Ctrl+C during interpreter start-up is no KeyboardInterrupt traceback.
+A second stop signal kills what is left at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
-from multiprocessing.connection import Connection
+from collections.abc import Awaitable, Callable, Iterable
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
-import attrs
-
 from . import start_methods
+from .children import (
+    CONTROL_SIGNALS,
+    STOP_SIGNALS,
+    Child,
+    Slot,
+    cause,
+    exit_state,
+    start_process,
+)
 from .config import RunOptions
-from .errors import StartFailedError
+from .errors import GroupNotRunningError, StartFailedError
 from .logs import MAIN_NAME
-from .messages import Ack, Failed, Stop
-from .state import ProcessEntry, State, now
-from .worker import STOP_SIGNALS, WorkerSpec, worker_main
+from .messages import (
+    Ack,
+    Failed,
+    Rejected,
+    RestartRequest,
+    ScaleRequest,
+    StateSeen,
+    StateTable,
+    StateUpdate,
+    Stop,
+    TerminateRequest,
+)
+from .restarts import Conductor
+from .state import SYSTEM_KEYS, ProcessEntry, State, now
+from .worker import WorkerSpec, worker_main
 
 log = logging.getLogger("runtime")
 
 STOP_MARGIN = 3.0  # seconds a stopping child gets beyond the graceful timeout
-
-# The manager's ends of the children's pipes. A forked child would otherwise keep
-# copies of its siblings' ends open, and a sibling would then never see its pipe
-# close when the manager dies.
-_manager_ends: set[Connection] = set()
-
-
-def _close_manager_ends() -> None:
-    for conn in _manager_ends:
-        conn.close()
-    _manager_ends.clear()
-
-
-os.register_at_fork(after_in_child=_close_manager_ends)
-
-
-@attrs.define(eq=False)
-class _Child:
-    name: str
-    process: BaseProcess
-    conn: Connection
-    entry: ProcessEntry
-    acked: asyncio.Future[None]
-    exited: asyncio.Future[int]
-    stopping: bool = False
-    failure: Failed | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid or 0
+QUICK_DEATH = 10.0  # a process dying sooner after its start counts toward a loop
+BACKOFF_FIRST = 0.5  # seconds before the second quick respawn; doubles each time
+BACKOFF_MAX = 30.0
 
 
 class ProcessGroup:
-    """Starts, acknowledges, watches and stops the runtime's processes."""
+    """Starts, acknowledges, watches, restarts, scales and stops the processes."""
 
     THRESHOLD = 300  # ack deadline in tenths of a second
 
     def __init__(
-        self,
-        context: BaseContext,
-        sock: socket.socket,
-        options: RunOptions,
+        self, context: BaseContext, sock: socket.socket, options: RunOptions
     ) -> None:
         self.context = context
         self.method = context.get_start_method()
         self.sock = sock
-        self.spec: WorkerSpec | None = None
         self.options = options
+        self.spec: WorkerSpec | None = None
+        self.size = options.workers
+        self.slots: dict[int, Slot] = {}
         self.entries: dict[str, ProcessEntry] = {
             MAIN_NAME: ProcessEntry(
                 server=False, state=State.ACKED, pid=os.getpid(), start_at=now()
             )
         }
-        self._live: dict[str, _Child] = {}
+        self.exit_code = 0
+        self.conductor = Conductor(self)
+        self._live: dict[str, Child] = {}
         self._stop = asyncio.Event()
         self._signals = 0
-        self.exit_code = 0
+        self._serving = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._table_version = 0
+        self._broadcast_due = False
+
+    # -- the public API; safe to call from any thread while the group runs --
 
     @property
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every process's state entry, keyed by process name."""
         return {name: entry.as_dict() for name, entry in self.entries.items()}
 
+    def restart(
+        self,
+        process_names: str | Iterable[str] | None = None,
+        *,
+        all_workers: bool = False,
+        zero_downtime: bool = False,
+    ) -> None:
+        """Restart named server workers (comma-separated or a list), or all.
+
+        Stop-then-start by default; with ``zero_downtime`` each replacement must
+        ack before its predecessor drains, one slot at a time.
+        """
+        indexes = self._restart_targets(split_names(process_names), all_workers)
+        self._call(self.conductor.restart, indexes, bool(zero_downtime))
+
+    def scale(self, workers: int) -> None:
+        """Run ``workers`` server workers from now on (started or drained)."""
+        workers = self._check_scale(workers)
+        self._call(self._scale, workers)
+
+    def terminate(self) -> None:
+        """Stop the whole group, as SIGTERM would."""
+        self._call(self.stop, 0)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stop.is_set():
+            raise GroupNotRunningError(
+                "the group is not serving; call this while run() serves, for "
+                "example from a main_process_ready listener"
+            )
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _restart_targets(self, names: list[str], all_workers: bool) -> list[int]:
+        if names and all_workers:
+            raise ValueError(
+                "restart() got process names and all_workers=True; pass one of them"
+            )
+        if all_workers:
+            return sorted(self.slots)
+        if not names:
+            raise ValueError(
+                "restart() needs process names (comma-separated) or all_workers=True"
+            )
+        current = {
+            slot.child.name: index
+            for index, slot in self.slots.items()
+            if slot.child is not None and slot.serving
+        }
+        unknown = [name for name in names if name not in current]
+        if unknown:
+            raise ValueError(
+                f"no server worker named {', '.join(map(repr, unknown))}; "
+                f"current ones: {', '.join(sorted(current)) or 'none'}"
+            )
+        return [current[name] for name in dict.fromkeys(names)]
+
+    def _check_scale(self, workers: object) -> int:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                f"scale() needs a whole number of workers of 1 or more, got {workers!r}"
+            )
+        if workers == self.size:
+            raise ValueError(f"the group already runs {workers} server worker(s)")
+        return workers
+
+    def _scale(self, workers: int) -> None:
+        self.size = workers
+        self.conductor.scale(workers)
+
+    # -- running --
+
     def watch_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._on_signal, sig)
+        self._loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS + CONTROL_SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
 
     def stop(self, exit_code: int = 0) -> None:
         """Ask the group to stop; the highest exit code asked for wins."""
@@ -148,17 +226,19 @@ class ProcessGroup:
         self.spec = spec
         try:
             if not self._stop.is_set() and await self._start_servers():
+                self._serving = True
+                self.conductor.start()
                 await self._ready(on_ready)
                 await self._stop.wait()
         finally:
+            self._serving = False
+            await self.conductor.close()
             await self._stop_all()
         return self.exit_code
 
     async def _ready(self, on_ready: Callable[[], Awaitable[None]]) -> None:
         log.info(
-            "Ready: %d worker(s) serving (start method %s)",
-            self.options.workers,
-            self.method,
+            "Ready: %d worker(s) serving (start method %s)", self.size, self.method
         )
         try:
             await self.unless_stopped(on_ready())
@@ -169,47 +249,15 @@ class ProcessGroup:
     async def _start_servers(self) -> bool:
         if self.method == "fork":
             start_methods.warn_if_threaded()
-        children = []
         try:
-            for i in range(self.options.workers):
-                children.append(self._start(f"Runtime-Server-{i}-0"))
+            children = [self.spawn(self.add_slot()) for _ in range(self.size)]
         except StartFailedError as exc:
             log.error("%s; stopping", exc)
             self.stop(1)
             return False
-        return await self._await_acks(children)
+        return await self._await_first_acks(children)
 
-    def _start(self, name: str) -> _Child:
-        loop = asyncio.get_running_loop()
-        ours, theirs = self.context.Pipe()
-        entry = self.entries.setdefault(name, ProcessEntry(server=True))
-        process = self.context.Process(
-            target=worker_main, name=name, args=(self.spec, self.sock, theirs)
-        )
-        entry.state = State.STARTING
-        _manager_ends.add(ours)
-        try:
-            with _quiet_child_start(self.method):
-                process.start()
-        except Exception as exc:
-            entry.state = State.FAILED
-            _manager_ends.discard(ours)
-            ours.close()
-            raise StartFailedError(f"could not start {name}: {exc!r}") from exc
-        finally:
-            theirs.close()
-        entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
-        entry.starts += 1
-        child = _Child(
-            name, process, ours, entry, loop.create_future(), loop.create_future()
-        )
-        self._live[name] = child
-        loop.add_reader(ours.fileno(), self._on_message, child)
-        loop.add_reader(process.sentinel, self._on_exit, child)
-        log.info("Started %s (pid %d)", name, child.pid)
-        return child
-
-    async def _await_acks(self, children: list[_Child]) -> bool:
+    async def _await_first_acks(self, children: list[Child]) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.ack_timeout
         stopped = asyncio.ensure_future(self._stop.wait())
@@ -225,97 +273,256 @@ class ProcessGroup:
                 if stopped in done:
                     return False
                 if not done:
-                    self._ack_timed_out(children)
+                    self._first_acks_timed_out(children)
                     return False
             return True
         finally:
             stopped.cancel()
 
-    def _ack_timed_out(self, children: list[_Child]) -> None:
+    def _first_acks_timed_out(self, children: list[Child]) -> None:
         for child in children:
             if not child.acked.done():
                 log.error(
-                    "%s (pid %d) did not ack within %.1f s; stopping. Raise the "
-                    "deadline with ProcessGroup.THRESHOLD (tenths of a second), "
+                    "%s did not ack within %.1f s; stopping. Raise the deadline "
+                    "with ProcessGroup.THRESHOLD (tenths of a second), "
                     "rt.config.ACK_TIMEOUT or --ack-timeout if start-up is slow",
-                    child.name,
-                    child.pid,
+                    child.label(),
                     self.options.ack_timeout,
                 )
         self.stop(1)
 
-    def _on_message(self, child: _Child) -> None:
+    # -- verbs the conductor uses --
+
+    def add_slot(self) -> Slot:
+        index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
+        slot = self.slots[index] = Slot(index)
+        return slot
+
+    def spawn(self, slot: Slot) -> Child:
+        """Start a server worker for ``slot``; it fills the slot if that is empty.
+
+        Raises StartFailedError if the process could not be started.
+        """
+        assert self.spec is not None
+        loop = asyncio.get_running_loop()
+        if slot.child is not None and not slot.serving:
+            self.entries.pop(slot.child.name, None)  # its predecessor's entry
+        name = slot.next_name()
+        slot.starts += 1
+        entry = ProcessEntry(server=True, state=State.STARTING, starts=slot.starts)
+        if slot.starts > 1:
+            entry.restart_at = now()
+        self.entries[name] = entry
+        try:
+            process, conn = start_process(
+                self.context, name, worker_main, (self.spec, self.sock)
+            )
+        except StartFailedError:
+            entry.state = State.FAILED
+            raise
+        entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
+        child = Child(
+            name,
+            process,
+            conn,
+            entry,
+            slot,
+            loop.time(),
+            loop.create_future(),
+            loop.create_future(),
+        )
+        self._live[name] = child
+        if slot.child is None or not slot.serving:
+            slot.child = child
+        loop.add_reader(conn.fileno(), self._on_message, child)
+        loop.add_reader(process.sentinel, self._on_exit, child)
+        log.info("Started %s", child.label())
+        self.changed()
+        return child
+
+    async def await_ack(self, child: Child) -> str | None:
+        """None once ``child`` acked; otherwise why it did not."""
+        timeout = self.options.ack_timeout
+        await asyncio.wait(
+            {child.acked, child.exited},
+            timeout=timeout,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if child.acked.done():
+            return None
+        if child.exited.done():
+            why = child.failure.error if child.failure else cause(child.exited.result())
+            return f"failed before its ack ({why})"
+        return f"did not ack within {timeout:.1f} s"
+
+    async def retire(self, child: Child) -> None:
+        """Drain and stop ``child``; kill it if it outlives the grace period."""
+        if not child.alive:
+            return
+        child.stopping = True
+        child.send(Stop())
+        limit = self.options.graceful_timeout + STOP_MARGIN
+        await asyncio.wait({child.exited}, timeout=limit)
+        if child.alive:
+            log.warning(
+                "%s did not stop within %.1f s; killing it", child.label(), limit
+            )
+            child.process.kill()
+            await asyncio.wait({child.exited})
+
+    def slot_failed(self, slot: Slot, child: Child, why: str) -> None:
+        """Respawn ``slot`` after ``child`` died there: at once, later, or never."""
+        lifetime = asyncio.get_running_loop().time() - child.started_at
+        slot.streak = slot.streak + 1 if lifetime < QUICK_DEATH else 0
+        if slot.streak >= self.options.crash_loop_limit:
+            log.error(
+                "Runtime-Server-%d kept failing: %d processes in a row died within "
+                "%.0f s of starting; the last one, %s, %s. Stopping the group.",
+                slot.index,
+                slot.streak,
+                QUICK_DEATH,
+                child.label(),
+                why,
+            )
+            self.stop(1)
+            return
+        delay = 0.0
+        if slot.streak:
+            delay = min(BACKOFF_FIRST * 2 ** (slot.streak - 1), BACKOFF_MAX)
+            log.warning(
+                "Respawning Runtime-Server-%d in %.1f s (%d quick failure(s) in a row)",
+                slot.index,
+                delay,
+                slot.streak,
+            )
+        self.conductor.respawn(slot, delay)
+
+    def remove_slot(self, slot: Slot) -> None:
+        self.slots.pop(slot.index, None)
+        if slot.respawn is not None:
+            slot.respawn.cancel()
+        if slot.child is not None and not slot.child.alive:
+            self.entries.pop(slot.child.name, None)
+        self.changed()
+
+    # -- events --
+
+    def _on_message(self, child: Child) -> None:
         try:
             while child.conn.poll():
                 self._handle(child, child.conn.recv())
         except (EOFError, OSError):
             self._forget_pipe(child)
 
-    def _handle(self, child: _Child, message: object) -> None:
-        if isinstance(message, Ack) and not child.acked.done():
-            child.entry.state = State.ACKED
-            child.acked.set_result(None)
-            log.info("%s (pid %d) acked", child.name, child.pid)
+    def _handle(self, child: Child, message: object) -> None:
+        if isinstance(message, Ack):
+            self._acked(child)
         elif isinstance(message, Failed):
             child.failure = message
             detail = f"\n{message.traceback.rstrip()}" if message.traceback else ""
-            log.error(
-                "%s (pid %d) failed to start: %s%s",
-                child.name,
-                child.pid,
-                message.error,
-                detail,
-            )
+            log.error("%s failed to start: %s%s", child.label(), message.error, detail)
+        elif isinstance(message, StateSeen):
+            child.table_in_flight = False
+            self._send_table(child)
+        elif isinstance(message, StateUpdate):
+            self._update_user_state(child, message)
         else:
-            log.warning("%s sent an unexpected message: %r", child.name, message)
+            self._request(child, message)
 
-    def _forget_pipe(self, child: _Child) -> None:
-        loop = asyncio.get_running_loop()
+    def _acked(self, child: Child) -> None:
+        if child.acked.done():
+            return
+        child.entry.state = State.ACKED
+        child.acked.set_result(None)
+        log.info("%s acked", child.label())
+        self.changed()
+
+    def _update_user_state(self, child: Child, message: StateUpdate) -> None:
+        values = {k: v for k, v in message.values.items() if k not in SYSTEM_KEYS}
+        child.entry.user.update(values)
+        for key in message.removed:
+            child.entry.user.pop(key, None)
+        self.changed()
+
+    def _request(self, child: Child, message: object) -> None:
+        try:
+            if isinstance(message, RestartRequest):
+                self.restart(
+                    list(message.names),
+                    all_workers=message.all_workers,
+                    zero_downtime=message.zero_downtime,
+                )
+            elif isinstance(message, ScaleRequest):
+                self.scale(message.workers)
+            elif isinstance(message, TerminateRequest):
+                log.info("%s asked the group to stop", child.label())
+                self.terminate()
+            else:
+                raise ValueError(f"unknown request {message!r}")
+        except (ValueError, GroupNotRunningError) as exc:
+            log.warning("Refused a request from %s: %s", child.label(), exc)
+            child.send(Rejected(message, str(exc)))
+
+    def _forget_pipe(self, child: Child) -> None:
         if not child.conn.closed:
-            loop.remove_reader(child.conn.fileno())
-            child.conn.close()
-        _manager_ends.discard(child.conn)
+            asyncio.get_running_loop().remove_reader(child.conn.fileno())
+            child.close_pipe()
 
-    def _on_exit(self, child: _Child) -> None:
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(child.process.sentinel)
+    def _on_exit(self, child: Child) -> None:
+        asyncio.get_running_loop().remove_reader(child.process.sentinel)
         self._on_message(child)  # read what it sent before exiting
         self._forget_pipe(child)
         child.process.join()  # the sentinel fired: this reaps at once
         code = child.process.exitcode
         del self._live[child.name]
-        child.entry.state = _exit_state(child, code)
+        child.entry.state = exit_state(child, code)
         child.exited.set_result(code)
         self._log_exit(child, code)
-        if not child.stopping:
-            self.stop(1)
+        slot = child.slot
+        if slot is not None and (
+            slot.child is not child or self.slots.get(slot.index) is not slot
+        ):
+            self.entries.pop(child.name, None)  # replaced or removed: forget it
+        self.changed()
+        if child.stopping:
+            return
+        if not self._serving:
+            self.stop(1)  # start-up failed, or a worker died while starting up
+        elif slot is not None and slot.child is child and child.acked.done():
+            if code == 0:  # a planned exit, such as a request limit: refill
+                self.conductor.respawn(slot, 0)
+            else:
+                self.slot_failed(slot, child, cause(code))
 
-    def _log_exit(self, child: _Child, code: int | None) -> None:
-        cause = _cause(code)
+    def _log_exit(self, child: Child, code: int | None) -> None:
+        why = cause(code)
         if child.stopping:
             level = logging.INFO if code == 0 else logging.WARNING
-            log.log(level, "%s (pid %d) stopped (%s)", child.name, child.pid, cause)
+            log.log(level, "%s stopped (%s)", child.label(), why)
         elif not child.acked.done():
             if child.failure is None:
                 log.error(
-                    "%s (pid %d) %s before its ack; if it printed a traceback above "
-                    "while importing, fix that; if the script calls run() at module "
+                    "%s %s before its ack; if it printed a traceback above while "
+                    "importing, fix that; if the script calls run() at module "
                     "level, move it under `if __name__ == '__main__':`",
-                    child.name,
-                    child.pid,
-                    cause,
+                    child.label(),
+                    why,
                 )
+        elif code == 0:
+            log.info("%s exited by itself; starting a new one", child.label())
         elif code == -signal.SIGKILL:
             log.error(
-                "%s (pid %d) was killed by SIGKILL; if nobody sent it, the system "
-                "may be out of memory",
-                child.name,
-                child.pid,
+                "%s was killed by SIGKILL; if nobody sent it, the system may be "
+                "out of memory",
+                child.label(),
             )
         else:
-            log.error("%s (pid %d) died (%s)", child.name, child.pid, cause)
+            log.error("%s died (%s)", child.label(), why)
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        if sig in CONTROL_SIGNALS:
+            self._on_control_signal(sig)
+            return
         self._signals += 1
         if self._signals == 1:
             log.info("Stopping on %s", sig.name)
@@ -327,61 +534,55 @@ class ProcessGroup:
             child.stopping = True
             child.process.kill()
 
+    def _on_control_signal(self, sig: signal.Signals) -> None:
+        try:
+            if sig == signal.SIGHUP:
+                log.info("SIGHUP: restarting every server worker, zero-downtime")
+                self.restart(all_workers=True, zero_downtime=True)
+            else:
+                workers = self.size + (1 if sig == signal.SIGTTIN else -1)
+                log.info("%s: scaling to %d server worker(s)", sig.name, workers)
+                self.scale(workers)
+        except (ValueError, GroupNotRunningError) as exc:
+            log.warning("Ignored %s: %s", sig.name, exc)
+
+    # -- the state table pushed to workers --
+
+    def changed(self) -> None:
+        """The state table changed; send it to the server workers soon."""
+        self._table_version += 1
+        if not self._broadcast_due:
+            self._broadcast_due = True
+            asyncio.get_running_loop().call_soon(self._broadcast)
+
+    def _broadcast(self) -> None:
+        self._broadcast_due = False
+        for child in list(self._live.values()):
+            self._send_table(child)
+
+    def _send_table(self, child: Child) -> None:
+        # One table in flight per worker: the next goes after its StateSeen.
+        if (
+            child.acked.done()
+            and not child.table_in_flight
+            and child.table_version < self._table_version
+            and child.send(StateTable(self.workers))
+        ):
+            child.table_in_flight = True
+            child.table_version = self._table_version
+
+    # -- stopping --
+
     async def _stop_all(self) -> None:
         children = list(self._live.values())
-        for child in children:
-            child.stopping = True
-            with contextlib.suppress(OSError):
-                child.conn.send(Stop())
-        if not children:
-            return
-        limit = self.options.graceful_timeout + STOP_MARGIN
-        _, late = await asyncio.wait({c.exited for c in children}, timeout=limit)
-        for child in children:
-            if not child.exited.done():
-                log.warning(
-                    "%s (pid %d) did not stop within %.1f s; killing it",
-                    child.name,
-                    child.pid,
-                    limit,
-                )
-                child.process.kill()
-        if late:
-            await asyncio.wait(late)
+        if children:
+            await asyncio.gather(*(self.retire(child) for child in children))
 
 
-def _exit_state(child: _Child, code: int | None) -> State:
-    if child.stopping:
-        return State.JOINED if code == 0 else State.TERMINATED
-    if code == 0 and not child.entry.server:
-        return State.COMPLETED
-    return State.FAILED
-
-
-def _cause(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-@contextlib.contextmanager
-def _quiet_child_start(method: str) -> Iterator[None]:
-    # Blocked signals are inherited by fork and forkserver children; a spawn child
-    # starts with an empty mask, so SIGINT is ignored instead (ignored dispositions
-    # survive exec). A SIGINT landing in this window of a few milliseconds is lost
-    # by the manager too; the user presses Ctrl+C again.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    handler = (
-        signal.signal(signal.SIGINT, signal.SIG_IGN) if method == "spawn" else None
-    )
-    try:
-        yield
-    finally:
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+def split_names(names: str | Iterable[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` to ``["a", "b"]``; None to ``[]``."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    return [name.strip() for name in names if name and name.strip()]

@@ -5,11 +5,18 @@ small frozen classes below, sent with ``Connection.send`` (pickled, length-prefi
 by ``multiprocessing.connection``). Messages stay far below the pipe buffer size,
 so a readable end always holds whole messages. Nothing else crosses the pipe.
 
-Child to manager: ``Ack`` once serving, ``Failed`` when start-up raised.
-Manager to child: ``Stop`` to drain and exit.
+Child to manager:
+    ``Ack`` once serving; ``Failed`` when start-up raised; ``StateSeen`` after
+    each ``StateTable``; ``RestartRequest``, ``ScaleRequest``,
+    ``TerminateRequest`` and ``StateUpdate`` from the multiplexer (``rt.m``).
+Manager to child:
+    ``Stop`` to drain and exit; ``StateTable`` whenever any process's state
+    changed; ``Rejected`` when a multiplexer request could not be carried out.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import attrs
 
@@ -35,4 +42,50 @@ class Stop:
     """Drain and exit."""
 
 
-Message = Ack | Failed | Stop
+@attrs.frozen
+class RestartRequest:
+    """Restart the named processes, or every server worker."""
+
+    names: tuple[str, ...]
+    all_workers: bool
+    zero_downtime: bool
+
+
+@attrs.frozen
+class ScaleRequest:
+    """Run ``workers`` server workers from now on."""
+
+    workers: int
+
+
+@attrs.frozen
+class TerminateRequest:
+    """Stop the whole group."""
+
+
+@attrs.frozen
+class StateUpdate:
+    """User keys for the sender's own state entry: set ``values``, drop ``removed``."""
+
+    values: dict[str, Any]
+    removed: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class StateSeen:
+    """The worker read the last StateTable; the manager may send the next one."""
+
+
+@attrs.frozen
+class StateTable:
+    """Every process's state entry, keyed by process name."""
+
+    entries: dict[str, dict[str, Any]]
+
+
+@attrs.frozen
+class Rejected:
+    """A multiplexer request the manager refused, and why."""
+
+    request: Any
+    reason: str

@@ -35,7 +35,7 @@ class State(enum.Enum):
     COMPLETED = enum.auto()
 
 
-ALIVE = frozenset({State.STARTING, State.STARTED, State.ACKED, State.RESTARTING})
+SYSTEM_KEYS = frozenset({"server", "state", "pid", "start_at", "starts", "restart_at"})
 
 
 def now() -> datetime:
@@ -52,8 +52,15 @@ class ProcessEntry:
     start_at: datetime | None = None
     starts: int = 0
     restart_at: datetime | None = None
+    user: dict[str, Any] = attrs.field(factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        out = attrs.asdict(self)
+        """The entry as users see it: system keys, then their own keys."""
+        out = attrs.asdict(self, filter=_system)
         out["state"] = self.state.name
+        out.update((k, v) for k, v in self.user.items() if k not in SYSTEM_KEYS)
         return out
+
+
+def _system(attribute: attrs.Attribute, value: Any) -> bool:
+    return attribute.name in SYSTEM_KEYS

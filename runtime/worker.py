@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import socket
@@ -36,16 +37,16 @@ import attrs
 import uvloop
 
 from . import logs, serving, sockets
+from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, STOP_SIGNALS
 from .config import RunOptions
 from .errors import RuntimeErrorBase, StartupError
-from .messages import Ack, Failed, Stop
+from .messages import Ack, Failed, Rejected, StateSeen, StateTable, Stop
+from .multiplexer import Multiplexer
 
 if TYPE_CHECKING:
     from .app import Runtime
 
 log = logging.getLogger("runtime")
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @attrs.frozen
@@ -67,14 +68,15 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None
         from .loader import find_runtime
 
         runtime = find_runtime(spec)
-        runtime.shared_ctx.attach_all(spec.shared)
+        name = multiprocessing.current_process().name
+        runtime.enter_worker(spec.shared, Multiplexer(conn, name))
     except RuntimeErrorBase as exc:
         _report(conn, exc, "")
         sys.exit(1)
     except BaseException as exc:
         _report(conn, exc, traceback.format_exc())
         sys.exit(1)
-    lifecycle = ServingLoop(runtime, sock, spec.options, conn=conn)
+    lifecycle = ServingLoop(runtime, sock, spec.options, mux=runtime.m)
     sys.exit(uvloop.run(lifecycle.run()))
 
 
@@ -108,9 +110,11 @@ async def _single(runtime: Runtime, sock: socket.socket, options: RunOptions) ->
 
 
 def _forget_inherited_signals() -> None:
-    # SIGINT stays ignored until the loop's handlers are in place (see group.py).
+    # SIGINT stays ignored until the loop's handlers are in place (see
+    # children.py); the control signals are the manager's business only.
     signal.set_wakeup_fd(-1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in (signal.SIGINT, *CONTROL_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
@@ -130,13 +134,13 @@ class ServingLoop:
         sock: socket.socket,
         options: RunOptions,
         *,
-        conn: Connection | None = None,
+        mux: Multiplexer | None = None,
         on_ready: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.sock = sock
         self.options = options
-        self.conn = conn
+        self.mux = mux
         self.on_ready = on_ready
         self.signals = 0
         self.server: serving.Server | None = None
@@ -222,23 +226,23 @@ class ServingLoop:
 
     def _ack(self) -> None:
         log.info("Serving")
-        if self.conn is not None:
-            self.conn.send(Ack(os.getpid()))
+        if self.mux is not None:
+            self.mux.send(Ack(os.getpid()))
 
     def _failed(self, exc: BaseException) -> None:
-        if self.conn is None:
+        if self.mux is None:
             log.error("Start-up failed", exc_info=exc)
             return
         trace = "".join(traceback.format_exception(exc))
-        _report(self.conn, exc, trace)
+        self.mux.send(Failed(os.getpid(), f"{type(exc).__name__}: {exc}", trace))
 
     def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        if self.conn is not None:
-            loop.add_reader(self.conn.fileno(), self._on_control)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
+        if self.mux is not None:
+            loop.add_reader(self.mux.fileno(), self._on_control)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self.signals += 1
@@ -251,14 +255,22 @@ class ServingLoop:
                 self.main_task.cancel()
 
     def _on_control(self) -> None:
-        assert self.conn is not None
+        assert self.mux is not None
         try:
-            while self.conn.poll():
-                message = self.conn.recv()
-                if isinstance(message, Stop):
-                    self.stop.set()
+            for message in self.mux.received():
+                self._handle(message)
         except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            asyncio.get_running_loop().remove_reader(self.mux.fileno())
             if not self.stop.is_set():
                 log.warning("The manager process is gone; stopping")
                 self.stop.set()
+
+    def _handle(self, message: object) -> None:
+        assert self.mux is not None
+        if isinstance(message, Stop):
+            self.stop.set()
+        elif isinstance(message, StateTable):
+            self.mux.update_table(message.entries)
+            self.mux.send(StateSeen())
+        elif isinstance(message, Rejected):
+            log.warning("The manager refused %r: %s", message.request, message.reason)

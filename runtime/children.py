@@ -1,0 +1,167 @@
+"""One managed child process as the manager sees it, and how it is started.
+
+While ``start()`` runs, the stop and control signals are blocked in the manager's
+thread; a fork or forkserver child inherits that mask and unblocks the signals
+once its own handlers are in place, so a signal during its start-up is delayed,
+not lost. A spawn child does not inherit the mask, so it starts with SIGINT (and
+the control signals) ignored instead; either way a Ctrl+C during interpreter
+start-up is no KeyboardInterrupt traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import attrs
+
+from .errors import StartFailedError
+from .messages import Failed
+from .state import ProcessEntry, State
+
+# Signals the manager handles itself; workers ignore the control ones.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+MANAGER_SIGNALS = STOP_SIGNALS + CONTROL_SIGNALS
+
+# The manager's ends of the children's pipes. A forked child would otherwise keep
+# copies of its siblings' ends open, and a sibling would then never see its pipe
+# close when the manager dies.
+_manager_ends: set[Connection] = set()
+
+
+def _close_manager_ends() -> None:
+    for conn in _manager_ends:
+        conn.close()
+    _manager_ends.clear()
+
+
+os.register_at_fork(after_in_child=_close_manager_ends)
+
+
+@attrs.define(eq=False)
+class Slot:
+    """A place for one server worker; its process changes on restarts."""
+
+    index: int
+    child: Child | None = None
+    generation: int = -1
+    starts: int = 0
+    streak: int = 0  # consecutive processes that died soon after starting
+    respawn: asyncio.TimerHandle | None = None
+
+    @property
+    def serving(self) -> bool:
+        return self.child is not None and not self.child.exited.done()
+
+    def next_name(self) -> str:
+        self.generation += 1
+        return f"Runtime-Server-{self.index}-{self.generation}"
+
+
+@attrs.define(eq=False)
+class Child:
+    """A started process: its pipe, its state entry and what became of it."""
+
+    name: str
+    process: BaseProcess
+    conn: Connection
+    entry: ProcessEntry
+    slot: Slot | None
+    started_at: float
+    acked: asyncio.Future[None]
+    exited: asyncio.Future[int | None]
+    stopping: bool = False
+    failure: Failed | None = None
+    table_in_flight: bool = False
+    table_version: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    def label(self) -> str:
+        return f"{self.name} (pid {self.pid})"
+
+    def send(self, message: object) -> bool:
+        """Send if the pipe is still open; False if the child is gone."""
+        if self.conn.closed:
+            return False
+        try:
+            self.conn.send(message)
+        except OSError:
+            return False
+        return True
+
+    def close_pipe(self) -> None:
+        _manager_ends.discard(self.conn)
+        self.conn.close()
+
+
+def start_process(
+    context: BaseContext,
+    name: str,
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> tuple[BaseProcess, Connection]:
+    """Start ``target(*args, conn)`` as process ``name``; return it and our pipe end."""
+    ours, theirs = context.Pipe()
+    process = context.Process(target=target, name=name, args=(*args, theirs))
+    _manager_ends.add(ours)
+    try:
+        with _quiet_child_start(context.get_start_method()):
+            process.start()
+    except Exception as exc:
+        _manager_ends.discard(ours)
+        ours.close()
+        raise StartFailedError(f"could not start {name}: {exc!r}") from exc
+    finally:
+        theirs.close()
+    return process, ours
+
+
+@contextlib.contextmanager
+def _quiet_child_start(method: str) -> Iterator[None]:
+    # A signal landing during the few milliseconds a spawn child takes to start is
+    # ignored by the manager too; the user sends it again.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, MANAGER_SIGNALS)
+    ignored = {}
+    if method == "spawn":
+        for sig in (signal.SIGINT, *CONTROL_SIGNALS):
+            ignored[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in ignored.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def exit_state(child: Child, code: int | None) -> State:
+    if child.stopping:
+        return State.JOINED if code == 0 else State.TERMINATED
+    if code == 0 and not child.entry.server:
+        return State.COMPLETED
+    return State.FAILED
+
+
+def cause(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

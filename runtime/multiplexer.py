@@ -1,0 +1,171 @@
+"""``rt.m``: a server worker's handle to the manager.
+
+Requests travel on the worker's own pipe (see ``messages``). The state table is
+pushed by the manager whenever it changes, so ``workers`` and ``state`` read a
+recent snapshot without a round trip. Invalid requests raise here, before they
+are sent; what only the manager can refuse comes back as ``Rejected`` and is
+logged by the worker.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator, MutableMapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .messages import (
+    RestartRequest,
+    ScaleRequest,
+    StateUpdate,
+    TerminateRequest,
+)
+from .state import SYSTEM_KEYS
+
+log = logging.getLogger("runtime")
+
+_ALIVE = {"STARTING", "STARTED", "ACKED", "RESTARTING"}
+
+
+class Multiplexer:
+    """What a server worker may know and ask of the group."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self.name = name
+        self.pid = os.getpid()
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._table: dict[str, dict[str, Any]] = {}
+        self._own: dict[str, Any] = {}  # user keys set here, not yet echoed back
+
+    @property
+    def state(self) -> WorkerState:
+        """This worker's state entry; keys other than the system ones are yours."""
+        return WorkerState(self)
+
+    @property
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every process's state entry, as the manager last reported it."""
+        return copy.deepcopy(self._table)
+
+    def restart(
+        self,
+        process_names: str | Iterable[str] | None = None,
+        *,
+        all_workers: bool = False,
+        zero_downtime: bool = False,
+    ) -> None:
+        """Restart this worker, the named server workers, or all of them."""
+        from .group import split_names
+
+        names = split_names(process_names)
+        if names and all_workers:
+            raise ValueError(
+                "restart() got process names and all_workers=True; pass one of them"
+            )
+        if not names and not all_workers:
+            names = [self.name]
+        servers = {k for k, v in self._table.items() if v.get("server")}
+        unknown = [n for n in names if self._table and n not in servers]
+        if unknown:
+            raise ValueError(
+                f"no server worker named {', '.join(map(repr, unknown))}; "
+                f"current ones: {', '.join(sorted(servers))}"
+            )
+        self.send(RestartRequest(tuple(names), all_workers, bool(zero_downtime)))
+
+    reload = restart
+
+    def scale(self, workers: int) -> None:
+        """Run ``workers`` server workers from now on."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(
+                f"scale() needs a whole number of workers of 1 or more, got {workers!r}"
+            )
+        if workers == self._size():
+            raise ValueError(f"the group already runs {workers} server worker(s)")
+        self.send(ScaleRequest(workers))
+
+    def _size(self) -> int:
+        slots = {
+            name.rsplit("-", 1)[0]
+            for name, entry in self._table.items()
+            if entry.get("server") and entry.get("state") in _ALIVE
+        }
+        return len(slots)
+
+    def terminate(self) -> None:
+        """Stop the whole group."""
+        self.send(TerminateRequest())
+
+    def send(self, message: object) -> None:
+        with self._lock:
+            self._conn.send(message)
+
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def received(self) -> Iterator[object]:
+        """Messages waiting on the pipe; raises EOFError once the manager is gone."""
+        while self._conn.poll():
+            yield self._conn.recv()
+
+    def update_table(self, entries: dict[str, dict[str, Any]]) -> None:
+        self._table = entries
+        mine = entries.get(self.name, {})
+        for key in [k for k in self._own if mine.get(k) == self._own[k]]:
+            del self._own[key]
+
+    def _entry(self) -> dict[str, Any]:
+        return {**self._table.get(self.name, {}), **self._own}
+
+    def _set(self, key: str, value: Any) -> None:
+        _check_user_key(key)
+        self._own[key] = value
+        self.send(StateUpdate({key: value}))
+
+    def _delete(self, key: str) -> None:
+        _check_user_key(key)
+        if key not in self._entry():
+            raise KeyError(key)
+        self._own.pop(key, None)
+        self._table.get(self.name, {}).pop(key, None)
+        self.send(StateUpdate({}, (key,)))
+
+
+def _check_user_key(key: str) -> None:
+    if key in SYSTEM_KEYS:
+        raise KeyError(
+            f"{key!r} is kept by the runtime and cannot be changed; use a key of "
+            f"your own (not one of {', '.join(sorted(SYSTEM_KEYS))})"
+        )
+    if not isinstance(key, str):
+        raise KeyError(f"state keys are strings, got {key!r}")
+
+
+class WorkerState(MutableMapping[str, Any]):
+    """A live view of one worker's state entry."""
+
+    def __init__(self, mux: Multiplexer) -> None:
+        self._mux = mux
+
+    def __getitem__(self, key: str) -> Any:
+        return self._mux._entry()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._mux._set(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._mux._delete(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mux._entry())
+
+    def __len__(self) -> int:
+        return len(self._mux._entry())
+
+    def __repr__(self) -> str:
+        return repr(self._mux._entry())
