@@ -299,3 +299,76 @@ def test_restart_storm_from_a_thread(launch, method):
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
     assert served.count(r" acked$") == served.count(r"INFO Started Runtime-Server")
+
+
+class Load:
+    """Threads sending requests on keep-alive connections; counts failures."""
+
+    def __init__(self, url: str, threads: int = 6) -> None:
+        import threading
+
+        self.url, self.requests, self.failures = url, 0, []
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        with httpx.Client(timeout=20) as client:
+            while not self._done.is_set():
+                try:
+                    ok = client.get(self.url).status_code == 200
+                    error = None if ok else "status"
+                except httpx.HTTPError as exc:
+                    error = repr(exc)
+                with self._lock:
+                    self.requests += 1
+                    if error:
+                        self.failures.append(error)
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(30)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_no_failed_request_during_rolling_restarts_under_load(launch, method):
+    served = _control(launch, RT_START_METHOD=method)
+    wait_settled(served, 2)
+    load = Load(served.url)
+    try:
+        for rolling in range(1, 7):
+            served.signal(signal.SIGHUP)
+            wait_count(served, r"\(zero-downtime\)$", 2 * rolling, timeout=60)
+    finally:
+        load.stop()
+    assert load.requests > 100
+    assert load.failures == [], load.failures[:5]
+    wait_settled(served, 2)
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_worker_that_will_not_stop_is_killed_on_restart(launch):
+    # C17: its stop never ends; the restart kills it after the grace period.
+    served = _control(
+        launch,
+        RT_START_METHOD="fork",
+        RT_HANG_STOP="1",
+        RT_GRACEFUL="1",
+        RT_WORKERS="1",
+    )
+    before = wait_settled(served, 1)
+    pid = before["Runtime-Server-0-0"]["pid"]
+    served.signal(signal.SIGHUP)
+    served.wait_for(
+        rf"Runtime-Server-0-0 \(pid {pid}\) did not stop within 4.0 s; killing it"
+    )
+    wait_settled(served, 1)
+    served.signal(signal.SIGTERM)
+    assert served.wait(30) == 0
+    assert served.count("did not stop within 4.0 s; killing it") == 2
