@@ -190,7 +190,7 @@ class Runtime(metaclass=_RuntimeType):
         try:
             log.info("Listening on %s", sockets.describe(sock))
             self.manager = ProcessGroup(ctx, sock, options)
-            start_methods.preload(ctx, self._preload())
+            start_methods.start_forkserver(ctx, self._preload())
             return asyncio.run(self._manage(self.manager, options))
         finally:
             Runtime._active_runs -= 1

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
@@ -30,6 +31,27 @@ from .state import ProcessEntry, State
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 MANAGER_SIGNALS = STOP_SIGNALS + CONTROL_SIGNALS
+
+REPEAT_WINDOW = 0.3  # seconds in which a repeated stop signal counts once
+
+
+class StopSignals:
+    """Counts stop signals. One signal often arrives twice at once (sent to a
+    process and to its group, as `timeout` does); such a repeat counts once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._last: float | None = None
+
+    def hit(self) -> int:
+        """Count a signal; 0 if it repeats the last one, else how many so far."""
+        now = time.monotonic()
+        if self._last is not None and now - self._last < REPEAT_WINDOW:
+            return 0
+        self._last = now
+        self.count += 1
+        return self.count
+
 
 # The manager's ends of the children's pipes. A forked child would otherwise keep
 # copies of its siblings' ends open, and a sibling would then never see its pipe
@@ -80,6 +102,7 @@ class Child:
     exited: asyncio.Future[int | None]
     stopping: bool = False
     failure: Failed | None = None
+    stopped_by: str | None = None  # a stop signal the child received directly
     table_in_flight: bool = False
     table_version: int = 0
 

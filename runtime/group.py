@@ -44,6 +44,7 @@ from .children import (
     STOP_SIGNALS,
     Child,
     Slot,
+    StopSignals,
     cause,
     exit_state,
     start_process,
@@ -61,6 +62,7 @@ from .messages import (
     StateTable,
     StateUpdate,
     Stop,
+    Stopping,
     TerminateRequest,
 )
 from .restarts import Conductor
@@ -73,6 +75,7 @@ STOP_MARGIN = 3.0  # seconds a stopping child gets beyond the graceful timeout
 QUICK_DEATH = 10.0  # a process dying sooner after its start counts toward a loop
 BACKOFF_FIRST = 0.5  # seconds before the second quick respawn; doubles each time
 BACKOFF_MAX = 30.0
+SELF_STOP_GRACE = 0.5  # seconds to wait for the manager's own stop signal
 
 
 class ProcessGroup:
@@ -99,7 +102,7 @@ class ProcessGroup:
         self.conductor = Conductor(self)
         self._live: dict[str, Child] = {}
         self._stop = asyncio.Event()
-        self._signals = 0
+        self._signals = StopSignals()
         self._serving = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._table_version = 0
@@ -232,6 +235,9 @@ class ProcessGroup:
                 await self._stop.wait()
         finally:
             self._serving = False
+            # New connections are refused from now on instead of waiting in the
+            # backlog of a socket nobody will accept from again.
+            self.sock.close()
             await self.conductor.close()
             await self._stop_all()
         return self.exit_code
@@ -361,7 +367,10 @@ class ProcessGroup:
             return
         child.stopping = True
         child.send(Stop())
-        limit = self.options.graceful_timeout + STOP_MARGIN
+        # A worker that never acked has nothing to drain.
+        limit = STOP_MARGIN
+        if child.acked.done():
+            limit += self.options.graceful_timeout
         await asyncio.wait({child.exited}, timeout=limit)
         if child.alive:
             log.warning(
@@ -421,6 +430,9 @@ class ProcessGroup:
             child.failure = message
             detail = f"\n{message.traceback.rstrip()}" if message.traceback else ""
             log.error("%s failed to start: %s%s", child.label(), message.error, detail)
+        elif isinstance(message, Stopping):
+            child.stopping = True
+            child.stopped_by = message.signal
         elif isinstance(message, StateSeen):
             child.table_in_flight = False
             self._send_table(child)
@@ -474,6 +486,13 @@ class ProcessGroup:
         self._forget_pipe(child)
         child.process.join()  # the sentinel fired: this reaps at once
         code = child.process.exitcode
+        if self.method == "forkserver" and code == 255 and _running(child.pid):
+            log.error(
+                "%s: the fork server that started it is gone, so its exit could "
+                "not be observed; killing it",
+                child.label(),
+            )
+            os.kill(child.pid, signal.SIGKILL)
         del self._live[child.name]
         child.entry.state = exit_state(child, code)
         child.exited.set_result(code)
@@ -484,6 +503,12 @@ class ProcessGroup:
         ):
             self.entries.pop(child.name, None)  # replaced or removed: forget it
         self.changed()
+        if child.stopped_by is not None and not self._stop.is_set():
+            # The same signal is often on its way to the manager too (Ctrl+C
+            # reaches the whole process group): decide once that had its chance.
+            loop = asyncio.get_running_loop()
+            loop.call_later(SELF_STOP_GRACE, self._after_self_stop, child)
+            return
         if child.stopping:
             return
         if not self._serving:
@@ -493,6 +518,25 @@ class ProcessGroup:
                 self.conductor.respawn(slot, 0)
             else:
                 self.slot_failed(slot, child, cause(code))
+
+    def _after_self_stop(self, child: Child) -> None:
+        if self._stop.is_set():
+            return
+        slot = child.slot
+        if not self._serving:
+            log.error(
+                "%s stopped on its own %s while the group was starting; stopping",
+                child.label(),
+                child.stopped_by,
+            )
+            self.stop(1)
+        elif slot is not None and slot.child is child and slot.index in self.slots:
+            log.info(
+                "%s stopped on its own %s; starting a new one",
+                child.label(),
+                child.stopped_by,
+            )
+            self.conductor.respawn(slot, 0)
 
     def _log_exit(self, child: Child, code: int | None) -> None:
         why = cause(code)
@@ -523,8 +567,10 @@ class ProcessGroup:
         if sig in CONTROL_SIGNALS:
             self._on_control_signal(sig)
             return
-        self._signals += 1
-        if self._signals == 1:
+        count = self._signals.hit()
+        if count == 0:
+            return
+        if count == 1:
             log.info("Stopping on %s", sig.name)
             self.stop(0)
             return
@@ -577,6 +623,14 @@ class ProcessGroup:
         children = list(self._live.values())
         if children:
             await asyncio.gather(*(self.retire(child) for child in children))
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def split_names(names: str | Iterable[str] | None) -> list[str]:

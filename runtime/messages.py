@@ -6,7 +6,8 @@ by ``multiprocessing.connection``). Messages stay far below the pipe buffer size
 so a readable end always holds whole messages. Nothing else crosses the pipe.
 
 Child to manager:
-    ``Ack`` once serving; ``Failed`` when start-up raised; ``StateSeen`` after
+    ``Ack`` once serving; ``Failed`` when start-up raised; ``Stopping`` when a
+    stop signal reached it directly; ``StateSeen`` after
     each ``StateTable``; ``RestartRequest``, ``ScaleRequest``,
     ``TerminateRequest`` and ``StateUpdate`` from the multiplexer (``rt.m``).
 Manager to child:
@@ -40,6 +41,13 @@ class Failed:
 @attrs.frozen
 class Stop:
     """Drain and exit."""
+
+
+@attrs.frozen
+class Stopping:
+    """The worker received a stop signal itself and is draining."""
+
+    signal: str
 
 
 @attrs.frozen

@@ -35,9 +35,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import signal
 import threading
 from collections.abc import Iterable, Mapping
 from multiprocessing import context as mp_context
+from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
 from multiprocessing.reduction import ForkingPickler
 
@@ -195,7 +197,26 @@ def _os_thread_count() -> int:
         return threading.active_count()
 
 
-def preload(ctx: BaseContext, modules: Iterable[str]) -> None:
-    """Ask the forkserver to import ``modules`` once so workers start warm."""
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(list(dict.fromkeys(modules)))
+def start_forkserver(ctx: BaseContext, modules: Iterable[str]) -> None:
+    """Start the fork server now, importing ``modules`` once so workers start warm.
+
+    It is started with the stop and control signals ignored: a Ctrl+C or a
+    SIGTERM sent to the whole process group must reach the manager and the
+    workers, not end the server that reports the workers' exit statuses.
+    """
+    if ctx.get_start_method() != "forkserver":
+        return
+    ctx.set_forkserver_preload(list(dict.fromkeys(modules)))
+    ignored = (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+    )
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in ignored}
+    try:
+        forkserver.ensure_running()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -22,6 +22,7 @@ A worker process, whatever its start method:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -37,10 +38,18 @@ import attrs
 import uvloop
 
 from . import logs, serving, sockets
-from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, STOP_SIGNALS
+from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, STOP_SIGNALS, StopSignals
 from .config import RunOptions
 from .errors import RuntimeErrorBase, StartupError
-from .messages import Ack, Failed, Rejected, StateSeen, StateTable, Stop
+from .messages import (
+    Ack,
+    Failed,
+    Rejected,
+    StateSeen,
+    StateTable,
+    Stop,
+    Stopping,
+)
 from .multiplexer import Multiplexer
 
 if TYPE_CHECKING:
@@ -142,7 +151,7 @@ class ServingLoop:
         self.options = options
         self.mux = mux
         self.on_ready = on_ready
-        self.signals = 0
+        self.signals = StopSignals()
         self.server: serving.Server | None = None
 
     async def run(self) -> int:
@@ -152,7 +161,7 @@ class ServingLoop:
         try:
             return await self._lifecycle()
         except asyncio.CancelledError:
-            if self.signals < 2:
+            if self.signals.count < 2:
                 raise
             if self.server is not None:
                 await self.server.drain(0)  # abort every connection now
@@ -245,11 +254,14 @@ class ServingLoop:
             loop.add_reader(self.mux.fileno(), self._on_control)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        self.signals += 1
-        if self.signals == 1:
+        count = self.signals.hit()
+        if count == 1:
             log.info("Stopping on %s", sig.name)
             self.stop.set()
-        elif self.signals == 2:
+            if self.mux is not None:
+                with contextlib.suppress(OSError):
+                    self.mux.send(Stopping(sig.name))
+        elif count == 2:
             log.warning("Second stop signal (%s): stopping at once", sig.name)
             if self.main_task is not None:
                 self.main_task.cancel()

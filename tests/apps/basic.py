@@ -8,6 +8,7 @@ RT_WORKERS        workers (default 2)
 RT_HOST, RT_UDS   where to listen (default 127.0.0.1, port 0)
 RT_SLOW_START     seconds before_server_start sleeps
 RT_SLOW_MAIN      seconds main_process_start sleeps
+RT_BLOCK_START    seconds before_server_start blocks its loop
 RT_RAISE_IN       a listener event that raises
 RT_GRACEFUL       graceful timeout
 RT_SINGLE         single-process mode
@@ -76,6 +77,8 @@ rt.ctx_log = []
 def _listener(event):
     async def listener(runtime):
         runtime.ctx_log.append(event)
+        if event == "before_server_start" and env("RT_BLOCK_START"):
+            time.sleep(float(env("RT_BLOCK_START")))  # blocks the loop
         if event == "before_server_start" and env("RT_SLOW_START"):
             await asyncio.sleep(float(env("RT_SLOW_START")))
         if event == "main_process_start" and env("RT_SLOW_MAIN"):
