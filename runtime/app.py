@@ -185,6 +185,7 @@ class Runtime(metaclass=_RuntimeType):
             return run_single(self, options)
         resolver = self._resolver()
         ctx = resolver.resolve()
+        self._check_importable(ctx.get_start_method())
         sock = sockets.listen(options)
         Runtime._active_runs += 1
         try:
@@ -234,16 +235,30 @@ class Runtime(metaclass=_RuntimeType):
             shared=self.shared_ctx.items(),
         )
 
-    def _preload(self) -> list[str]:
-        modules = ["runtime.worker", "uvloop", "uvicorn.protocols.http.httptools_impl"]
+    def _check_importable(self, method: str) -> None:
         main = sys.modules.get("__main__")
-        if getattr(main, "__file__", None):
-            modules.append("__main__")
-        if self.module not in ("__main__", "__mp_main__"):
-            modules.append(self.module)
-        if self.import_target:
-            modules.append(self.import_target.partition(":")[0])
-        return modules
+        if (
+            method != "fork"
+            and self.import_target is None
+            and self.module in ("__main__", "__mp_main__")
+            and not getattr(main, "__file__", None)
+        ):
+            raise StartMethodConflictError(
+                f"Runtime {self.name!r} was created in a main module that has no "
+                f"file (python -c, or an interactive session), but {method} "
+                f"workers find it by importing that file again. Put the Runtime "
+                f"in a module file, or set Runtime.start_method = 'fork'"
+            )
+
+    def _preload(self) -> list[str]:
+        # Libraries only: the user's own modules are imported afresh by each
+        # worker, so that a restart serves the code that is on disk now.
+        return [
+            "runtime.worker",
+            "uvloop",
+            "uvicorn.protocols.http.httptools_impl",
+            *start_methods.installed_packages(),
+        ]
 
 
 def _servable(app: Any, protocol: Any, serve: Any) -> tuple[str | None, Any]:

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="MODULE:ATTR naming a Runtime or an ASGI app (default: a demo app)",
     )
-    run.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1")
-    run.add_argument("--port", type=_port, default=8000, help="default: 8000")
+    run.add_argument("--host", help="default: 127.0.0.1")
+    run.add_argument("--port", type=_port, help="default: 8000; 0 picks a free one")
     run.add_argument("--uds", metavar="PATH", help="listen on a unix socket path")
     run.add_argument("--fd", type=_fd, help="listen on an inherited socket fd")
     run.add_argument(
@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ack-timeout",
         type=_seconds,
         metavar="SECONDS",
-        help="time for each worker to start serving (default: 30)",
+        help="time for each worker to start serving (default: "
+        "ProcessGroup.THRESHOLD tenths of a second, 30 s unless changed)",
     )
     run.add_argument(
         "--log-level", type=_log_level, help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
@@ -145,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
             port=args.port,
             uds=args.uds,
             fd=args.fd,
-            workers=args.workers or (2 if target == DEMO else None),
+            workers=args.workers or _demo_workers(target, args),
             single_process=args.single_process or None,
             graceful_timeout=args.graceful_timeout,
             ack_timeout=args.ack_timeout,
@@ -156,6 +157,10 @@ def _run(args: argparse.Namespace) -> int:
         return _fail(exc, BAD_ARGUMENTS)
     except RuntimeErrorBase as exc:
         return _fail(exc, 1)
+
+
+def _demo_workers(target: str, args: argparse.Namespace) -> int | None:
+    return 2 if target == DEMO and not args.single_process else None
 
 
 def _fail(exc: Exception, code: int) -> int:

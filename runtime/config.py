@@ -152,8 +152,16 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"host must be a host name or address, got {out['host']!r}")
     if "fd" in out:
         out["fd"] = _int_in("fd", out["fd"], 0, 2**31 - 1, "pass an open socket fd")
-    if out.get("uds") is not None and out.get("fd") is not None:
-        raise ConfigError("uds and fd were both given; listen on one of them only")
+    places = [k for k in ("uds", "fd") if out.get(k) is not None]
+    if out.get("host") is not None or out.get("port") is not None:
+        places.insert(0, "host/port")
+    if len(places) > 1:
+        raise ConfigError(f"got {' and '.join(places)}; listen on only one of them")
+    if out.get("single_process") and out.get("workers", 1) > 1:
+        raise ConfigError(
+            f"single_process serves from one process, but workers="
+            f"{out['workers']} was given; drop one of them"
+        )
     for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
         out[name] = _positive_number(name, out[name], "use a value such as 15")
     out["log_level"] = log_level(out["log_level"])

@@ -32,7 +32,11 @@ class UnguardedRunError(RuntimeErrorBase, RuntimeError):
 
 
 class BindError(RuntimeErrorBase, OSError):
-    """Raised when the listening socket cannot be created."""
+    """Raised when the listening socket cannot be created (address in use...)."""
+
+
+class AddressError(ConfigError):
+    """Raised when the address to listen on is not valid here (bad host, path, fd)."""
 
 
 class TargetError(RuntimeErrorBase, ValueError):

@@ -289,9 +289,10 @@ class ProcessGroup:
         for child in children:
             if not child.acked.done():
                 log.error(
-                    "%s did not ack within %.1f s; stopping. Raise the deadline "
-                    "with ProcessGroup.THRESHOLD (tenths of a second), "
-                    "rt.config.ACK_TIMEOUT or --ack-timeout if start-up is slow",
+                    "%s did not ack within %g s; stopping. If start-up is that "
+                    "slow, raise the deadline: --ack-timeout, "
+                    "rt.config.ACK_TIMEOUT or ProcessGroup.THRESHOLD (in tenths "
+                    "of a second)",
                     child.label(),
                     self.options.ack_timeout,
                 )
@@ -359,7 +360,7 @@ class ProcessGroup:
         if child.exited.done():
             why = child.failure.error if child.failure else cause(child.exited.result())
             return f"failed before its ack ({why})"
-        return f"did not ack within {timeout:.1f} s"
+        return f"did not ack within {timeout:g} s"
 
     async def retire(self, child: Child) -> None:
         """Drain and stop ``child``; kill it if it outlives the grace period."""
@@ -373,9 +374,7 @@ class ProcessGroup:
             limit += self.options.graceful_timeout
         await asyncio.wait({child.exited}, timeout=limit)
         if child.alive:
-            log.warning(
-                "%s did not stop within %.1f s; killing it", child.label(), limit
-            )
+            log.warning("%s did not stop within %g s; killing it", child.label(), limit)
             child.process.kill()
             await asyncio.wait({child.exited})
 
@@ -544,7 +543,9 @@ class ProcessGroup:
             level = logging.INFO if code == 0 else logging.WARNING
             log.log(level, "%s stopped (%s)", child.label(), why)
         elif not child.acked.done():
-            if child.failure is None:
+            if child.failure is not None:
+                log.info("%s exited (%s)", child.label(), why)
+            else:
                 log.error(
                     "%s %s before its ack; if it printed a traceback above while "
                     "importing, fix that; if the script calls run() at module "

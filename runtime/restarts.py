@@ -173,6 +173,12 @@ class Conductor:
         log.info("Scaled to %d server worker(s)", len(slots))
 
     async def _roll(self) -> None:
+        if self.group.method == "fork":
+            log.info(
+                "Restarting forked workers: they run the code the manager imported "
+                "at start-up, so changes on disk are not picked up (restart the "
+                "whole program, or use the spawn or forkserver start method)"
+            )
         while self._rolling:
             while self._respawns:
                 await self._respawn(self._respawns.pop(0))

@@ -13,7 +13,7 @@ import socket
 import stat
 
 from .config import RunOptions
-from .errors import BindError
+from .errors import AddressError, BindError
 
 
 def listen(options: RunOptions) -> socket.socket:
@@ -55,7 +55,7 @@ def _tcp(host: str, port: int, backlog: int) -> socket.socket:
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except socket.gaierror as exc:
-        raise BindError(
+        raise AddressError(
             f"cannot resolve host {host!r} ({exc.strerror}); pass an IP address "
             f"or a host name this machine knows"
         ) from None
@@ -63,8 +63,6 @@ def _tcp(host: str, port: int, backlog: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
         sock.listen(backlog)
     except OSError as exc:
@@ -78,7 +76,10 @@ def _unix(path: str, backlog: int) -> socket.socket:
     path = os.fspath(path)
     if os.path.exists(path):
         if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise BindError(f"unix socket path {path!r} exists and is not a socket")
+            raise AddressError(
+                f"unix socket path {path!r} exists and is not a socket; choose "
+                f"another path"
+            )
         if _unix_in_use(path):
             raise BindError(
                 f"unix socket {path!r} is in use by another server; stop it or "
@@ -110,24 +111,44 @@ def _from_fd(fd: int, backlog: int) -> socket.socket:
     try:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
-        raise BindError(
+        raise AddressError(
             f"fd {fd} is not an open socket ({exc.strerror}); pass the number of "
-            f"a listening socket this process inherited"
+            f"a bound socket this process inherited"
         ) from None
-    if sock.type != socket.SOCK_STREAM:
+    problem = _fd_problem(sock)
+    if problem:
         sock.detach()
-        raise BindError(f"fd {fd} is not a stream socket; pass a TCP or unix socket")
+        raise AddressError(f"fd {fd} {problem}; pass a bound TCP or unix socket")
     sock.listen(backlog)
     return sock
 
 
-def _bind_error(where: str, exc: OSError) -> BindError:
+def _fd_problem(sock: socket.socket) -> str | None:
+    if sock.type != socket.SOCK_STREAM:
+        return "is not a stream socket"
+    address = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return None if address else "is not bound to a path"
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        return None if address[1] else "is not bound to a port"
+    return f"has an unsupported address family ({sock.family.name})"
+
+
+def _bind_error(where: str, exc: OSError) -> BindError | AddressError:
     if exc.errno == errno.EADDRINUSE:
         hint = "stop the other server or choose another port or path"
     elif exc.errno in (errno.EACCES, errno.EPERM):
-        hint = "use a port above 1023 or run with the needed privileges"
+        hint = "use a port above 1023, a writable path, or the needed privileges"
     elif exc.errno == errno.EADDRNOTAVAIL:
-        hint = "use an address of this machine, such as 127.0.0.1 or ::1"
+        return AddressError(
+            f"cannot listen on {where}: {exc.strerror}; use an address of this "
+            f"machine, such as 127.0.0.1 or ::1"
+        )
+    elif exc.errno == errno.ENOENT:
+        return AddressError(
+            f"cannot listen on {where}: its directory does not exist; create it "
+            f"or choose another path"
+        )
     else:
         hint = "check the address"
     return BindError(f"cannot listen on {where}: {exc.strerror}; {hint}")

@@ -36,6 +36,8 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
+import sysconfig
 import threading
 from collections.abc import Iterable, Mapping
 from multiprocessing import context as mp_context
@@ -67,15 +69,18 @@ def available() -> list[str]:
     return multiprocessing.get_all_start_methods()
 
 
+KNOWN = ("fork", "spawn", "forkserver")
+
+
 def validate(method: object) -> str:
     """Return ``method`` if this platform has it, else raise StartMethodError."""
     methods = available()
-    if not isinstance(method, str) or method not in methods:
-        raise StartMethodError(
-            f"start method {method!r} is not available on this platform; "
-            f"choose one of: {', '.join(methods)}"
-        )
-    return method
+    if isinstance(method, str) and method in methods:
+        return method
+    why = "is not available on this platform" if method in KNOWN else "is unknown"
+    raise StartMethodError(
+        f"start method {method!r} {why}; choose one of: {', '.join(methods)}"
+    )
 
 
 class StartMethodResolver:
@@ -157,8 +162,8 @@ def _dry_run_pickle(method: str, name: str, value: object) -> None:
             f"Start method {method!r} was requested, but {name} was built in a "
             f"'fork' context, so its locks cannot be sent to {method} workers. "
             f"Ways out: build it from rt.context in main_process_start (for example "
-            f"rt.context.Queue()); or set Runtime.start_method = 'fork'; or call "
-            f"multiprocessing.set_start_method({method!r}) before building it."
+            f"rt.context.Queue()); or set Runtime.start_method = 'fork'; or remove "
+            f"the code that fixes the global start method to 'fork'."
         ) from exc
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SharedContextError(
@@ -195,6 +200,19 @@ def _os_thread_count() -> int:
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return threading.active_count()
+
+
+def installed_packages() -> list[str]:
+    """Top-level packages imported so far from site-packages (libraries, not the
+    program's own code), in a stable order."""
+    paths = sysconfig.get_paths()
+    roots = tuple({paths["purelib"], paths["platlib"]})
+    names = set()
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None) or ""
+        if "." not in name and not name.startswith("_") and file.startswith(roots):
+            names.add(name)
+    return sorted(names)
 
 
 def start_forkserver(ctx: BaseContext, modules: Iterable[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -81,6 +82,11 @@ def test_every_log_line_names_process_and_pid(launch):
         (["basic:nothing"], ["'basic'", "'nothing'"]),
         (["basic"], ["MODULE:ATTR", "'basic'"]),
         (["--uds", "/tmp/x.sock", "--fd", "3"], ["uds", "fd"]),
+        (["--uds", "/tmp/x.sock", "--port", "9"], ["host/port", "uds"]),
+        (["--single-process", "--workers", "3"], ["single_process", "workers=3"]),
+        (["--host", "999.1.1.1"], ["'999.1.1.1'"]),
+        (["--uds", "/nonexistent/dir/x.sock"], ["/nonexistent/dir", "directory"]),
+        (["--fd", "99"], ["fd 99", "not an open socket"]),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):
@@ -93,8 +99,6 @@ def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):
 
 
 def test_port_in_use_is_one_line_and_exit_1(launch):
-    import socket
-
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         served = launch(*python("-m", "runtime", "run", "--port", str(port)))
@@ -112,3 +116,36 @@ def test_single_process_from_the_cli(launch):
     assert get(served.url).json()["pid"] == served.pid
     served.signal(signal.SIGINT)
     assert served.wait() == 0
+
+
+def test_an_unbound_fd_is_refused(launch):
+    with socket.socket() as unbound:
+        fd = unbound.fileno()
+        unbound.set_inheritable(True)
+        served = launch(
+            *python("-m", "runtime", "run", "--fd", str(fd)), pass_fds=(fd,)
+        )
+        assert served.wait() == 2
+    assert f"fd {fd} is not bound to a port" in served.output
+
+
+def test_a_regular_file_as_unix_path_is_refused(launch, tmp_path):
+    path = tmp_path / "not-a-socket"
+    path.write_text("")
+    served = launch(*python("-m", "runtime", "run", "--uds", str(path)))
+    assert served.wait() == 2
+    assert "exists and is not a socket" in served.output
+    assert path.read_text() == ""
+
+
+def test_a_runtime_without_a_file_is_refused_under_spawn(launch):
+    served = launch(
+        *python(
+            "-c",
+            "from runtime import Runtime; from runtime.demo import app; "
+            "Runtime('inline', app=app).run(port=0)",
+        )
+    )
+    assert served.wait() == 1
+    assert "main module that has no file (python -c" in served.output
+    assert "Started Runtime-Server" not in served.output

@@ -172,3 +172,22 @@ def test_asgi_lifespan_websocket_and_headers(launch):
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
     assert served.count("lifespan shutdown") == 2, served.output
+
+
+def _dual_stack() -> bool:
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            return f.read().strip() == "0" and _ipv6_available()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _dual_stack(), reason="no dual-stack IPv6 here")
+def test_any_ipv6_address_also_serves_ipv4(launch):
+    served = launch(*python(app_script("basic.py")), env={"RT_HOST": "::"})
+    url = served.ready()
+    port = url.rsplit(":", 1)[1]
+    assert get(f"http://127.0.0.1:{port}").status_code == 200
+    assert get(f"http://[::1]:{port}").status_code == 200
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

@@ -59,7 +59,7 @@ def test_run_refuses_bad_options_before_binding():
     try:
         with pytest.raises(ConfigError, match="workers"):
             rt.run(workers=0)
-        with pytest.raises(ConfigError, match="uds and fd"):
+        with pytest.raises(ConfigError, match="got uds and fd"):
             rt.run(uds="/tmp/never.sock", fd=3)
         assert rt.manager is None
     finally:
