@@ -63,7 +63,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import h11
-from start_methods import settle_session
+from start_methods import positive, settle_session
 
 READY_TIMEOUT = 60.0  # seconds for the "Ready:" line (the ack deadline is 30 s)
 STOP_TIMEOUT = 30.0  # seconds for the manager to exit after SIGTERM
@@ -578,13 +578,6 @@ def print_json(result: Result, found: list[str]) -> None:
 
 
 # --- command line -----------------------------------------------------------
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
 
 
 def seconds(text: str) -> float:

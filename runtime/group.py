@@ -65,6 +65,7 @@ from .messages import (
     Stopping,
     TerminateRequest,
 )
+from .multiplexer import check_restart_arguments, split_names
 from .restarts import Conductor
 from .state import SYSTEM_KEYS, ProcessEntry, State, now
 from .worker import WorkerSpec, worker_main
@@ -95,7 +96,11 @@ class ProcessGroup:
         self.slots: dict[int, Slot] = {}
         self.entries: dict[str, ProcessEntry] = {
             MAIN_NAME: ProcessEntry(
-                server=False, state=State.ACKED, pid=os.getpid(), start_at=now()
+                server=False,
+                state=State.ACKED,
+                pid=os.getpid(),
+                start_at=now(),
+                starts=1,
             )
         }
         self.exit_code = 0
@@ -156,10 +161,7 @@ class ProcessGroup:
             loop.call_soon_threadsafe(fn, *args)
 
     def _restart_targets(self, names: list[str], all_workers: bool) -> list[int]:
-        if names and all_workers:
-            raise ValueError(
-                "restart() got process names and all_workers=True; pass one of them"
-            )
+        check_restart_arguments(names, all_workers)
         if all_workers:
             return sorted(self.slots)
         if not names:
@@ -632,12 +634,3 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def split_names(names: str | Iterable[str] | None) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]`` to ``["a", "b"]``; None to ``[]``."""
-    if names is None:
-        return []
-    if isinstance(names, str):
-        names = names.split(",")
-    return [name.strip() for name in names if name and name.strip()]

@@ -59,13 +59,8 @@ class Multiplexer:
         zero_downtime: bool = False,
     ) -> None:
         """Restart this worker, the named server workers, or all of them."""
-        from .group import split_names
-
         names = split_names(process_names)
-        if names and all_workers:
-            raise ValueError(
-                "restart() got process names and all_workers=True; pass one of them"
-            )
+        check_restart_arguments(names, all_workers)
         if not names and not all_workers:
             names = [self.name]
         servers = {k for k, v in self._table.items() if v.get("server")}
@@ -169,3 +164,19 @@ class WorkerState(MutableMapping[str, Any]):
 
     def __repr__(self) -> str:
         return repr(self._mux._entry())
+
+
+def check_restart_arguments(names: list[str], all_workers: bool) -> None:
+    if names and all_workers:
+        raise ValueError(
+            "restart() got process names and all_workers=True; pass one of them"
+        )
+
+
+def split_names(names: str | Iterable[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` to ``["a", "b"]``; None to ``[]``."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    return [name.strip() for name in names if name and name.strip()]
