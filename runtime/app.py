@@ -202,7 +202,7 @@ class Runtime(metaclass=_RuntimeType):
         group.watch_signals()
         try:
             try:
-                start = self.listeners.run("main_process_start", self)
+                start = self.main_process_start_listeners()
                 if not await group.unless_stopped(start):
                     return group.exit_code
             except Exception:
@@ -216,6 +216,14 @@ class Runtime(metaclass=_RuntimeType):
             return await group.run(self._spec(options), self._main_ready)
         finally:
             await self._main_stop()
+
+    async def main_process_start_listeners(self) -> None:
+        """Run main_process_start; shared_ctx accepts objects only meanwhile."""
+        self.shared_ctx.open_for_listeners(True)
+        try:
+            await self.listeners.run("main_process_start", self)
+        finally:
+            self.shared_ctx.open_for_listeners(False)
 
     async def _main_ready(self) -> None:
         await self.listeners.run("main_process_ready", self)

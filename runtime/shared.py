@@ -1,20 +1,103 @@
-"""``rt.shared_ctx``: objects built in the main process and handed to every worker."""
+"""``rt.shared_ctx``: objects built in the main process and handed to every worker.
+
+Objects are attached in a ``main_process_start`` listener, before any worker
+starts; every server worker (and every later one: restarted, respawned, scaled
+up) receives the same objects. Only objects made for crossing processes are
+shared: multiprocessing's locks, events, queues, pipes, shared values and arrays,
+shared memory, manager proxies, and tuples of those. Anything else is stored, but
+each worker gets its own copy, and a warning says so once per attribute.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import logging
+from multiprocessing import (
+    connection,
+    managers,
+    queues,
+    shared_memory,
+    sharedctypes,
+    synchronize,
+)
 from typing import Any
+
+log = logging.getLogger("runtime")
+
+_SHAREABLE = (
+    synchronize.SemLock,
+    synchronize.Condition,
+    synchronize.Event,
+    synchronize.Barrier,
+    queues.Queue,
+    queues.SimpleQueue,
+    connection.Connection,
+    sharedctypes.SynchronizedBase,
+    shared_memory.SharedMemory,
+    managers.BaseProxy,
+    ctypes._SimpleCData,  # RawValue
+    ctypes.Array,  # RawArray
+)
+
+
+def shareable(value: object) -> bool:
+    if isinstance(value, tuple):
+        return all(shareable(item) for item in value)
+    return isinstance(value, _SHAREABLE)
 
 
 class SharedContext:
     """A namespace of multiprocessing-safe objects (queues, locks, values...)."""
 
+    def __init__(self) -> None:
+        object.__setattr__(self, "_where", "main")  # "main", "attaching", "worker"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        where = self._where
+        if where == "worker":
+            raise RuntimeError(
+                f"rt.shared_ctx.{name} cannot be set in a worker process: shared "
+                f"objects are attached in the main process, in a "
+                f"main_process_start listener"
+            )
+        if where != "attaching":
+            raise RuntimeError(
+                f"rt.shared_ctx.{name} was set outside a main_process_start "
+                f"listener; attach shared objects there (before any worker starts)"
+            )
+        if not shareable(value):
+            log.warning(
+                "rt.shared_ctx.%s (%s) is not shared between processes: each "
+                "worker gets its own copy. Use multiprocessing objects from "
+                "rt.context (Queue, Value, Array, Lock, Event...) to share state.",
+                name,
+                type(value).__name__,
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if self._where != "attaching":
+            raise RuntimeError(
+                "rt.shared_ctx can only change in a main_process_start listener"
+            )
+        object.__delattr__(self, name)
+
+    def open_for_listeners(self, is_open: bool) -> None:
+        """The main process is (or no longer is) running main_process_start."""
+        object.__setattr__(self, "_where", "attaching" if is_open else "main")
+
     def items(self) -> dict[str, Any]:
         """Every attached object, keyed as it appears in messages: shared_ctx.NAME."""
-        return {f"shared_ctx.{k}": v for k, v in vars(self).items()}
+        return {f"shared_ctx.{k}": v for k, v in self._attached().items()}
 
     def attach_all(self, items: dict[str, Any]) -> None:
+        """In a worker: receive the main process's objects; read-only afterwards."""
         for key, value in items.items():
-            setattr(self, key.removeprefix("shared_ctx."), value)
+            object.__setattr__(self, key.removeprefix("shared_ctx."), value)
+        object.__setattr__(self, "_where", "worker")
+
+    def _attached(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k != "_where"}
 
     def __repr__(self) -> str:
-        return f"SharedContext({', '.join(vars(self))})"
+        return f"SharedContext({', '.join(self._attached())})"
