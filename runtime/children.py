@@ -19,11 +19,14 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .errors import StartFailedError
+
+if TYPE_CHECKING:
+    from .custom import CustomSpec
 from .messages import Failed
 from .state import ProcessEntry, State
 
@@ -103,8 +106,34 @@ class Child:
     stopping: bool = False
     failure: Failed | None = None
     stopped_by: str | None = None  # a stop signal the child received directly
+    custom: CustomSpec | None = None
     table_in_flight: bool = False
     table_version: int = 0
+    exit_fd: int = attrs.field(init=False, default=-1)
+    _owns_exit_fd: bool = attrs.field(init=False, default=False)
+
+    def watch_exit(self) -> int:
+        """A file descriptor that becomes readable when the process has ended.
+
+        The process sentinel is a pipe the child holds open, and so does every
+        process it forks without closing it: a worker's forked helper would hide
+        the worker's exit. Where the OS has pidfds (Linux 5.3+), fork and spawn
+        children are watched through one instead. Fork-server children report
+        their exit through the fork server, which their own children cannot hold.
+        """
+        self.exit_fd = self.process.sentinel
+        if self.process.__class__.__name__ != "ForkServerProcess":
+            with contextlib.suppress(AttributeError, OSError):
+                self.exit_fd = os.pidfd_open(self.pid)
+                self._owns_exit_fd = True
+        return self.exit_fd
+
+    def reap(self) -> int | None:
+        """The exit code once the process ended; reaps it without blocking."""
+        if self._owns_exit_fd:
+            os.close(self.exit_fd)
+            self._owns_exit_fd = False
+        return self.process.exitcode
 
     @property
     def pid(self) -> int:

@@ -57,3 +57,7 @@ class StartFailedError(RuntimeErrorBase):
 
 class GroupNotRunningError(RuntimeErrorBase, RuntimeError):
     """Raised when the group is asked to change while it is not serving."""
+
+
+class RequestRefused(RuntimeErrorBase, ValueError):
+    """Raised when the manager refused a request made through ``rt.m``."""

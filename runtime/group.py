@@ -2,9 +2,9 @@
 
 Design note
 -----------
-The manager reacts to events only: each child's pipe (messages) and process
-sentinel (exit) are registered as readers on the loop, and signals are loop
-signal handlers that only record a request. Nothing polls.
+The manager reacts to events only: each child's pipe (messages) and its exit (a
+pidfd, or the process sentinel) are registered as readers on the loop, and
+signals are loop signal handlers that only record a request. Nothing polls.
 
 Start-up: every server worker is started, then the manager waits for all of their
 ``Ack`` messages under one deadline (``ack_timeout``, by default ``THRESHOLD``
@@ -30,6 +30,7 @@ A second stop signal kills what is left at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -50,12 +51,14 @@ from .children import (
     start_process,
 )
 from .config import RunOptions
-from .errors import GroupNotRunningError, StartFailedError
+from .custom import CustomSpec, custom_main, custom_spec
+from .errors import ConfigError, GroupNotRunningError, StartFailedError
 from .logs import MAIN_NAME
 from .messages import (
     Ack,
     Failed,
-    Rejected,
+    ManageRequest,
+    Reply,
     RestartRequest,
     ScaleRequest,
     StateSeen,
@@ -94,6 +97,7 @@ class ProcessGroup:
         self.spec: WorkerSpec | None = None
         self.size = options.workers
         self.slots: dict[int, Slot] = {}
+        self.customs: dict[str, CustomSpec] = {}  # by process name
         self.entries: dict[str, ProcessEntry] = {
             MAIN_NAME: ProcessEntry(
                 server=False,
@@ -112,6 +116,7 @@ class ProcessGroup:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._table_version = 0
         self._broadcast_due = False
+        self._last_starts: dict[str, int] = {}
 
     # -- the public API; safe to call from any thread while the group runs --
 
@@ -144,6 +149,50 @@ class ProcessGroup:
         """Stop the whole group, as SIGTERM would."""
         self._call(self.stop, 0)
 
+    def manage(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any] | None = None,
+        *,
+        transient: bool = False,
+        restartable: bool | None = None,
+        tracked: bool = True,
+        workers: int = 1,
+        auto_start: bool = True,
+    ) -> None:
+        """Run ``func(**kwargs)`` as custom process(es) ``Runtime-<name>-<i>``.
+
+        See ``custom.py`` for the flags. Raises ConfigError for bad arguments, a
+        name in use, or a target the start method cannot send to a process.
+        """
+        spec = custom_spec(
+            name,
+            func,
+            kwargs,
+            transient=transient,
+            restartable=restartable,
+            tracked=tracked,
+            workers=workers,
+            auto_start=auto_start,
+            method=self.method,
+        )
+        taken = [n for n in spec.process_names() if n in self.entries]
+        if taken or any(s.name == name for s in self.customs.values()):
+            raise ConfigError(
+                f"a custom process named {name!r} exists already; give each its "
+                f"own name"
+            )
+        self._call(self._add_custom, spec)
+
+    def _add_custom(self, spec: CustomSpec) -> None:
+        for process_name in spec.process_names():
+            self.customs[process_name] = spec
+            self.entries[process_name] = ProcessEntry(server=False)
+            if spec.auto_start:
+                self.start_custom(process_name)
+        self.changed()
+
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed() or self._stop.is_set():
@@ -160,24 +209,34 @@ class ProcessGroup:
         else:
             loop.call_soon_threadsafe(fn, *args)
 
-    def _restart_targets(self, names: list[str], all_workers: bool) -> list[int]:
+    def _restart_targets(self, names: list[str], all_workers: bool) -> list[int | str]:
         check_restart_arguments(names, all_workers)
         if all_workers:
-            return sorted(self.slots)
+            transient = [n for n, spec in self.customs.items() if spec.transient]
+            return [*sorted(self.slots), *transient]
         if not names:
             raise ValueError(
                 "restart() needs process names (comma-separated) or all_workers=True"
             )
-        current = {
+        current: dict[str, int | str] = {
             slot.child.name: index
             for index, slot in self.slots.items()
             if slot.child is not None and slot.serving
         }
+        current.update((n, n) for n in self.customs if n in self.entries)
         unknown = [name for name in names if name not in current]
         if unknown:
             raise ValueError(
-                f"no server worker named {', '.join(map(repr, unknown))}; "
-                f"current ones: {', '.join(sorted(current)) or 'none'}"
+                f"no process named {', '.join(map(repr, unknown))}; current "
+                f"ones: {', '.join(sorted(current)) or 'none'}"
+            )
+        fixed = [
+            n for n in names if n in self.customs and not self.customs[n].restartable
+        ]
+        if fixed:
+            raise ValueError(
+                f"{', '.join(fixed)} cannot be restarted: manage() it with "
+                f"restartable=True"
             )
         return [current[name] for name in dict.fromkeys(names)]
 
@@ -340,14 +399,18 @@ class ProcessGroup:
             loop.create_future(),
             loop.create_future(),
         )
-        self._live[name] = child
         if slot.child is None or not slot.serving:
             slot.child = child
-        loop.add_reader(conn.fileno(), self._on_message, child)
-        loop.add_reader(process.sentinel, self._on_exit, child)
+        self._watch(child)
+        return child
+
+    def _watch(self, child: Child) -> None:
+        loop = asyncio.get_running_loop()
+        self._live[child.name] = child
+        loop.add_reader(child.conn.fileno(), self._on_message, child)
+        loop.add_reader(child.watch_exit(), self._on_exit, child)
         log.info("Started %s", child.label())
         self.changed()
-        return child
 
     async def await_ack(self, child: Child) -> str | None:
         """None once ``child`` acked; otherwise why it did not."""
@@ -369,16 +432,63 @@ class ProcessGroup:
         if not child.alive:
             return
         child.stopping = True
-        child.send(Stop())
-        # A worker that never acked has nothing to drain.
-        limit = STOP_MARGIN
-        if child.acked.done():
-            limit += self.options.graceful_timeout
+        if child.custom is not None:
+            child.process.terminate()
+            limit = self.options.graceful_timeout
+        else:
+            child.send(Stop())
+            # A worker that never acked has nothing to drain.
+            limit = STOP_MARGIN
+            if child.acked.done():
+                limit += self.options.graceful_timeout
         await asyncio.wait({child.exited}, timeout=limit)
         if child.alive:
             log.warning("%s did not stop within %g s; killing it", child.label(), limit)
+            if child.custom is not None:
+                _kill_group(child.pid)
             child.process.kill()
             await asyncio.wait({child.exited})
+
+    def live(self, name: str) -> Child | None:
+        """The running process called ``name``, if any."""
+        return self._live.get(name)
+
+    def start_custom(self, name: str) -> Child | None:
+        """Start custom process ``name``; None if it could not be started."""
+        spec = self.customs[name]
+        loop = asyncio.get_running_loop()
+        entry = self.entries[name] = ProcessEntry(server=False)
+        previous = self._last_starts.get(name, 0)
+        entry.starts = self._last_starts[name] = previous + 1
+        if previous:
+            entry.restart_at = now()
+        entry.state = State.STARTING
+        try:
+            process, conn = start_process(
+                self.context,
+                name,
+                custom_main,
+                (spec.func, spec.kwargs, self.options.log_level),
+            )
+        except StartFailedError as exc:
+            entry.state = State.FAILED
+            log.error("%s", exc)
+            self.changed()
+            return None
+        entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
+        child = Child(
+            name,
+            process,
+            conn,
+            entry,
+            None,
+            loop.time(),
+            loop.create_future(),
+            loop.create_future(),
+            custom=spec,
+        )
+        self._watch(child)
+        return child
 
     def slot_failed(self, slot: Slot, child: Child, why: str) -> None:
         """Respawn ``slot`` after ``child`` died there: at once, later, or never."""
@@ -458,23 +568,32 @@ class ProcessGroup:
         self.changed()
 
     def _request(self, child: Child, message: object) -> None:
+        error = None
         try:
-            if isinstance(message, RestartRequest):
-                self.restart(
-                    list(message.names),
-                    all_workers=message.all_workers,
-                    zero_downtime=message.zero_downtime,
-                )
-            elif isinstance(message, ScaleRequest):
-                self.scale(message.workers)
-            elif isinstance(message, TerminateRequest):
-                log.info("%s asked the group to stop", child.label())
-                self.terminate()
-            else:
-                raise ValueError(f"unknown request {message!r}")
+            self._carry_out(child, message)
         except (ValueError, GroupNotRunningError) as exc:
             log.warning("Refused a request from %s: %s", child.label(), exc)
-            child.send(Rejected(message, str(exc)))
+            error = str(exc)
+        request_id = getattr(message, "request_id", None)
+        if request_id is not None:
+            child.send(Reply(request_id, error))
+
+    def _carry_out(self, child: Child, message: object) -> None:
+        if isinstance(message, RestartRequest):
+            self.restart(
+                list(message.names),
+                all_workers=message.all_workers,
+                zero_downtime=message.zero_downtime,
+            )
+        elif isinstance(message, ScaleRequest):
+            self.scale(message.workers)
+        elif isinstance(message, TerminateRequest):
+            log.info("%s asked the group to stop", child.label())
+            self.terminate()
+        elif isinstance(message, ManageRequest):
+            self.manage(message.name, message.func, message.kwargs, **message.options)
+        else:
+            raise ValueError(f"unknown request {message!r}")
 
     def _forget_pipe(self, child: Child) -> None:
         if not child.conn.closed:
@@ -482,11 +601,10 @@ class ProcessGroup:
             child.close_pipe()
 
     def _on_exit(self, child: Child) -> None:
-        asyncio.get_running_loop().remove_reader(child.process.sentinel)
+        asyncio.get_running_loop().remove_reader(child.exit_fd)
         self._on_message(child)  # read what it sent before exiting
         self._forget_pipe(child)
-        child.process.join()  # the sentinel fired: this reaps at once
-        code = child.process.exitcode
+        code = child.reap()
         if self.method == "forkserver" and code == 255 and _running(child.pid):
             log.error(
                 "%s: the fork server that started it is gone, so its exit could "
@@ -504,6 +622,12 @@ class ProcessGroup:
         ):
             self.entries.pop(child.name, None)  # replaced or removed: forget it
         self.changed()
+        if child.custom is not None:
+            _kill_group(child.pid)  # what it started and left behind
+            untracked = not child.custom.tracked
+            if untracked and self.entries.get(child.name) is child.entry:
+                self.entries.pop(child.name)
+            return
         if child.stopped_by is not None and not self._stop.is_set():
             # The same signal is often on its way to the manager too (Ctrl+C
             # reaches the whole process group): decide once that had its chance.
@@ -541,6 +665,13 @@ class ProcessGroup:
 
     def _log_exit(self, child: Child, code: int | None) -> None:
         why = cause(code)
+        if child.custom is not None and not child.stopping:
+            if code == 0:
+                log.info("%s completed", child.label())
+            else:
+                hint = " (restart it by name)" if child.custom.restartable else ""
+                log.error("%s died (%s)%s", child.label(), why, hint)
+            return
         if child.stopping:
             level = logging.INFO if code == 0 else logging.WARNING
             log.log(level, "%s stopped (%s)", child.label(), why)
@@ -634,3 +765,8 @@ def _running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -7,12 +7,12 @@ so a readable end always holds whole messages. Nothing else crosses the pipe.
 
 Child to manager:
     ``Ack`` once serving; ``Failed`` when start-up raised; ``Stopping`` when a
-    stop signal reached it directly; ``StateSeen`` after
-    each ``StateTable``; ``RestartRequest``, ``ScaleRequest``,
-    ``TerminateRequest`` and ``StateUpdate`` from the multiplexer (``rt.m``).
+    stop signal reached it directly; ``StateSeen`` after each ``StateTable``;
+    requests (``RestartRequest``, ``ScaleRequest``, ``TerminateRequest``,
+    ``ManageRequest``) and ``StateUpdate`` from the multiplexer (``rt.m``).
 Manager to child:
     ``Stop`` to drain and exit; ``StateTable`` whenever any process's state
-    changed; ``Rejected`` when a multiplexer request could not be carried out.
+    changed; ``Reply`` to every request, with the reason if it was refused.
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ class Stopping:
 
 @attrs.frozen
 class RestartRequest:
-    """Restart the named processes, or every server worker."""
+    """Restart the named processes, or every server worker (and transient one)."""
 
+    request_id: int
     names: tuple[str, ...]
     all_workers: bool
     zero_downtime: bool
@@ -63,12 +64,29 @@ class RestartRequest:
 class ScaleRequest:
     """Run ``workers`` server workers from now on."""
 
+    request_id: int
     workers: int
 
 
 @attrs.frozen
 class TerminateRequest:
     """Stop the whole group."""
+
+    request_id: int
+
+
+@attrs.frozen
+class ManageRequest:
+    """Start custom processes, as ``rt.manager.manage(name, func, kwargs, ...)``."""
+
+    request_id: int
+    name: str
+    func: Any
+    kwargs: dict[str, Any] | None
+    options: dict[str, Any]
+
+
+Request = RestartRequest | ScaleRequest | TerminateRequest | ManageRequest
 
 
 @attrs.frozen
@@ -92,8 +110,8 @@ class StateTable:
 
 
 @attrs.frozen
-class Rejected:
-    """A multiplexer request the manager refused, and why."""
+class Reply:
+    """The manager's answer to a request: ``error`` is None if it was accepted."""
 
-    request: Any
-    reason: str
+    request_id: int
+    error: str | None

@@ -3,21 +3,30 @@
 Requests travel on the worker's own pipe (see ``messages``). The state table is
 pushed by the manager whenever it changes, so ``workers`` and ``state`` read a
 recent snapshot without a round trip. Invalid requests raise here, before they
-are sent; what only the manager can refuse comes back as ``Rejected`` and is
-logged by the worker.
+are sent. Every request returns a ``Reply``: await it to learn whether the
+manager accepted it (``RequestRefused`` says why not); a refusal nobody awaits
+is logged by the worker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
+import itertools
 import logging
 import os
+import pickle
 import threading
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Generator, Iterable, Iterator, MutableMapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .errors import RequestRefused
 from .messages import (
+    ManageRequest,
+    Reply,
+    Request,
     RestartRequest,
     ScaleRequest,
     StateUpdate,
@@ -40,6 +49,8 @@ class Multiplexer:
         self._lock = threading.Lock()
         self._table: dict[str, dict[str, Any]] = {}
         self._own: dict[str, Any] = {}  # user keys set here, not yet echoed back
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, PendingReply] = {}
 
     @property
     def state(self) -> WorkerState:
@@ -57,24 +68,24 @@ class Multiplexer:
         *,
         all_workers: bool = False,
         zero_downtime: bool = False,
-    ) -> None:
-        """Restart this worker, the named server workers, or all of them."""
+    ) -> PendingReply:
+        """Restart this worker, the named processes, or every server worker."""
         names = split_names(process_names)
         check_restart_arguments(names, all_workers)
         if not names and not all_workers:
             names = [self.name]
-        servers = {k for k, v in self._table.items() if v.get("server")}
-        unknown = [n for n in names if self._table and n not in servers]
+        known = {k for k in self._table if k != "Runtime-Main"}
+        unknown = [n for n in names if self._table and n not in known]
         if unknown:
             raise ValueError(
-                f"no server worker named {', '.join(map(repr, unknown))}; "
-                f"current ones: {', '.join(sorted(servers))}"
+                f"no process named {', '.join(map(repr, unknown))}; current "
+                f"ones: {', '.join(sorted(known))}"
             )
-        self.send(RestartRequest(tuple(names), all_workers, bool(zero_downtime)))
+        return self._ask(RestartRequest, tuple(names), all_workers, bool(zero_downtime))
 
     reload = restart
 
-    def scale(self, workers: int) -> None:
+    def scale(self, workers: int) -> PendingReply:
         """Run ``workers`` server workers from now on."""
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(
@@ -82,7 +93,7 @@ class Multiplexer:
             )
         if workers == self._size():
             raise ValueError(f"the group already runs {workers} server worker(s)")
-        self.send(ScaleRequest(workers))
+        return self._ask(ScaleRequest, workers)
 
     def _size(self) -> int:
         slots = {
@@ -92,9 +103,41 @@ class Multiplexer:
         }
         return len(slots)
 
-    def terminate(self) -> None:
+    def terminate(self) -> PendingReply:
         """Stop the whole group."""
-        self.send(TerminateRequest())
+        return self._ask(TerminateRequest)
+
+    def manage(
+        self,
+        name: str,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> PendingReply:
+        """Start custom process(es), as ``rt.manager.manage()`` does."""
+        if not callable(func):
+            raise ValueError(f"custom process {name!r}: {func!r} is not callable")
+        return self._ask(ManageRequest, name, func, kwargs, options)
+
+    def _ask(self, kind: type[Request], *args: Any) -> PendingReply:
+        request_id = next(self._ids)
+        reply = self._waiting[request_id] = PendingReply(kind.__name__)
+        try:
+            self.send(kind(request_id, *args))
+        except (TypeError, AttributeError, RuntimeError, pickle.PicklingError) as exc:
+            del self._waiting[request_id]
+            raise ValueError(
+                f"{kind.__name__} could not be sent to the manager: {exc}. Requests "
+                f"travel over a pipe: use module-level functions and plain "
+                f"arguments (multiprocessing locks, queues and values cannot "
+                f"travel that way)"
+            ) from exc
+        return reply
+
+    def replied(self, message: Reply) -> None:
+        reply = self._waiting.pop(message.request_id, None)
+        if reply is not None:
+            reply.settle(message.error)
 
     def send(self, message: object) -> None:
         with self._lock:
@@ -180,3 +223,33 @@ def split_names(names: str | Iterable[str] | None) -> list[str]:
     if isinstance(names, str):
         names = names.split(",")
     return [name.strip() for name in names if name and name.strip()]
+
+
+class PendingReply:
+    """The manager's answer to one request: ``await`` it, or ``result(timeout)``
+    from another thread. Raises RequestRefused if the manager refused."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._awaited = False
+
+    def settle(self, error: str | None) -> None:
+        if error is None:
+            self._future.set_result(None)
+            return
+        self._future.set_exception(RequestRefused(error))
+        if not self._awaited:
+            log.warning("The manager refused %s: %s", self.what, error)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._awaited = True
+        return asyncio.wrap_future(self._future).__await__()
+
+    def result(self, timeout: float | None = None) -> None:
+        """Wait for the answer; never call this on the worker's own event loop."""
+        self._awaited = True
+        self._future.result(timeout)
+
+    def done(self) -> bool:
+        return self._future.done()

@@ -57,13 +57,14 @@ class Conductor:
         self._wake = asyncio.Event()
         self._respawns: list[Slot] = []
         self._scale_to: int | None = None
-        self._restarts: dict[int, bool] = {}  # slot index: zero_downtime
-        self._rolling: dict[int, bool] = {}  # the running job's slots not yet begun
+        # slot index (or custom process name): zero_downtime
+        self._restarts: dict[int | str, bool] = {}
+        self._rolling: dict[int | str, bool] = {}  # the running job, not yet begun
         self._task: asyncio.Task[None] | None = None
 
     # -- requests --
 
-    def restart(self, indexes: list[int], zero_downtime: bool) -> None:
+    def restart(self, indexes: list[int | str], zero_downtime: bool) -> None:
         for index in indexes:
             if index in self._rolling:
                 self._rolling[index] = self._rolling[index] or zero_downtime
@@ -184,6 +185,9 @@ class Conductor:
                 await self._respawn(self._respawns.pop(0))
             index = next(iter(self._rolling))
             zero_downtime = self._rolling.pop(index)
+            if isinstance(index, str):
+                await self._restart_custom(index)
+                continue
             slot = self.group.slots.get(index)
             if slot is None or not slot.serving:
                 continue  # scaled away, or dead and about to be respawned fresh
@@ -191,7 +195,10 @@ class Conductor:
             if not await replace(slot) and zero_downtime and self._rolling:
                 log.error(
                     "Rolling restart stopped; not restarted: %s",
-                    ", ".join(f"Runtime-Server-{i}" for i in self._rolling),
+                    ", ".join(
+                        f"Runtime-Server-{i}" if isinstance(i, int) else i
+                        for i in self._rolling
+                    ),
                 )
                 self._rolling.clear()
 
@@ -237,6 +244,17 @@ class Conductor:
         await self.group.retire(old)
         log.info("Restarted %s as %s (zero-downtime)", old.label(), new.label())
         return True
+
+    async def _restart_custom(self, name: str) -> None:
+        if name not in self.group.customs:
+            return
+        old = self.group.live(name)
+        if old is not None:
+            self._mark_restarting(old)
+            await self.group.retire(old)
+        new = self.group.start_custom(name)
+        if new is not None:
+            log.info("Restarted %s", new.label())
 
     def _mark_restarting(self, child: Child) -> None:
         child.entry.state = State.RESTARTING

@@ -44,7 +44,7 @@ from .errors import RuntimeErrorBase, StartupError
 from .messages import (
     Ack,
     Failed,
-    Rejected,
+    Reply,
     StateSeen,
     StateTable,
     Stop,
@@ -284,5 +284,5 @@ class ServingLoop:
         elif isinstance(message, StateTable):
             self.mux.update_table(message.entries)
             self.mux.send(StateSeen())
-        elif isinstance(message, Rejected):
-            log.warning("The manager refused %r: %s", message.request, message.reason)
+        elif isinstance(message, Reply):
+            self.mux.replied(message)
