@@ -2,8 +2,16 @@
 
 from .app import Runtime
 from .config import Config
+from .errors import ConfigError, RequestRefused
 from .group import ProcessGroup
 from .start_methods import skip_start_method_setup
 
-__all__ = ["Config", "ProcessGroup", "Runtime", "skip_start_method_setup"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ProcessGroup",
+    "RequestRefused",
+    "Runtime",
+    "skip_start_method_setup",
+]
 __version__ = "0.1.0"

@@ -96,7 +96,7 @@ class Runtime(metaclass=_RuntimeType):
         self.config = config if config is not None else Config()
         self.listeners = Listeners()
         self.shared_ctx = SharedContext()
-        self.manager: ProcessGroup | None = None
+        self._manager: ProcessGroup | None = None
         self._mux: Multiplexer | None = None
         self.import_target: str | None = None
         self.module = sys._getframe(1).f_globals.get("__name__", "__main__")
@@ -121,6 +121,16 @@ class Runtime(metaclass=_RuntimeType):
     after_server_start = _listener("after_server_start")
     before_server_stop = _listener("before_server_stop")
     after_server_stop = _listener("after_server_stop")
+
+    @property
+    def manager(self) -> ProcessGroup:
+        """The ProcessGroup, in the main process while run() serves."""
+        if self._manager is None:
+            raise RuntimeError(
+                "rt.manager exists only in the main process while run() serves; "
+                "in a server worker use rt.m"
+            )
+        return self._manager
 
     @property
     def multiplexer(self) -> Multiplexer:
@@ -190,12 +200,12 @@ class Runtime(metaclass=_RuntimeType):
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
-            self.manager = ProcessGroup(ctx, sock, options)
+            self._manager = ProcessGroup(ctx, sock, options)
             start_methods.start_forkserver(ctx, self._preload())
-            return asyncio.run(self._manage(self.manager, options))
+            return asyncio.run(self._manage(self._manager, options))
         finally:
             Runtime._active_runs -= 1
-            self.manager = None
+            self._manager = None
             sockets.close(sock, options)
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:

@@ -68,7 +68,7 @@ from .messages import (
     Stopping,
     TerminateRequest,
 )
-from .multiplexer import check_restart_arguments, split_names
+from .multiplexer import check_restart_arguments, check_scale, split_names
 from .restarts import Conductor
 from .state import SYSTEM_KEYS, ProcessEntry, State, now
 from .worker import WorkerSpec, worker_main
@@ -137,8 +137,9 @@ class ProcessGroup:
         Stop-then-start by default; with ``zero_downtime`` each replacement must
         ack before its predecessor drains, one slot at a time.
         """
-        indexes = self._restart_targets(split_names(process_names), all_workers)
-        self._call(self.conductor.restart, indexes, bool(zero_downtime))
+        names = split_names(process_names)
+        indexes = self._restart_targets(names, all_workers, zero_downtime)
+        self._call(self.conductor.restart, indexes, zero_downtime)
 
     def scale(self, workers: int) -> None:
         """Run ``workers`` server workers from now on (started or drained)."""
@@ -209,8 +210,10 @@ class ProcessGroup:
         else:
             loop.call_soon_threadsafe(fn, *args)
 
-    def _restart_targets(self, names: list[str], all_workers: bool) -> list[int | str]:
-        check_restart_arguments(names, all_workers)
+    def _restart_targets(
+        self, names: list[str], all_workers: bool, zero_downtime: bool
+    ) -> list[int | str]:
+        check_restart_arguments(names, all_workers, zero_downtime)
         if all_workers:
             transient = [n for n, spec in self.customs.items() if spec.transient]
             return [*sorted(self.slots), *transient]
@@ -241,10 +244,7 @@ class ProcessGroup:
         return [current[name] for name in dict.fromkeys(names)]
 
     def _check_scale(self, workers: object) -> int:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(
-                f"scale() needs a whole number of workers of 1 or more, got {workers!r}"
-            )
+        check_scale(workers)
         if workers == self.size:
             raise ValueError(f"the group already runs {workers} server worker(s)")
         return workers
@@ -304,9 +304,8 @@ class ProcessGroup:
         return self.exit_code
 
     async def _ready(self, on_ready: Callable[[], Awaitable[None]]) -> None:
-        log.info(
-            "Ready: %d worker(s) serving (start method %s)", self.size, self.method
-        )
+        serving = sum(1 for s in self.slots.values() if s.serving)
+        log.info("Ready: %d worker(s) serving (start method %s)", serving, self.method)
         try:
             await self.unless_stopped(on_ready())
         except Exception:
@@ -496,8 +495,9 @@ class ProcessGroup:
         slot.streak = slot.streak + 1 if lifetime < QUICK_DEATH else 0
         if slot.streak >= self.options.crash_loop_limit:
             log.error(
-                "Runtime-Server-%d kept failing: %d processes in a row died within "
-                "%.0f s of starting; the last one, %s, %s. Stopping the group.",
+                "Runtime-Server-%d kept failing: %d processes in a row ended or "
+                "failed within %.0f s of starting; the last one, %s, %s. Stopping "
+                "the group.",
                 slot.index,
                 slot.streak,
                 QUICK_DEATH,
@@ -533,6 +533,10 @@ class ProcessGroup:
                 self._handle(child, child.conn.recv())
         except (EOFError, OSError):
             self._forget_pipe(child)
+        except Exception:
+            # A message that cannot be unpickled or handled must not stop the
+            # manager; the pipe stays in step, the message is dropped.
+            log.exception("Dropped a message from %s that failed", child.label())
 
     def _handle(self, child: Child, message: object) -> None:
         if isinstance(message, Ack):
@@ -639,10 +643,7 @@ class ProcessGroup:
         if not self._serving:
             self.stop(1)  # start-up failed, or a worker died while starting up
         elif slot is not None and slot.child is child and child.acked.done():
-            if code == 0:  # a planned exit, such as a request limit: refill
-                self.conductor.respawn(slot, 0)
-            else:
-                self.slot_failed(slot, child, cause(code))
+            self.slot_failed(slot, child, cause(code))
 
     def _after_self_stop(self, child: Child) -> None:
         if self._stop.is_set():
@@ -673,10 +674,11 @@ class ProcessGroup:
                 log.error("%s died (%s)%s", child.label(), why, hint)
             return
         if child.stopping:
-            level = logging.INFO if code == 0 else logging.WARNING
+            expected = code in (0, -signal.SIGTERM, -signal.SIGINT)
+            level = logging.INFO if expected else logging.WARNING
             log.log(level, "%s stopped (%s)", child.label(), why)
         elif not child.acked.done():
-            if child.failure is not None:
+            if child.failure is not None or self._serving:
                 log.info("%s exited (%s)", child.label(), why)
             else:
                 log.error(
@@ -721,8 +723,8 @@ class ProcessGroup:
                 self.restart(all_workers=True, zero_downtime=True)
             else:
                 workers = self.size + (1 if sig == signal.SIGTTIN else -1)
-                log.info("%s: scaling to %d server worker(s)", sig.name, workers)
                 self.scale(workers)
+                log.info("%s: scaling to %d server worker(s)", sig.name, workers)
         except (ValueError, GroupNotRunningError) as exc:
             log.warning("Ignored %s: %s", sig.name, exc)
 

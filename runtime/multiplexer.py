@@ -37,6 +37,7 @@ from .state import SYSTEM_KEYS
 log = logging.getLogger("runtime")
 
 _ALIVE = {"STARTING", "STARTED", "ACKED", "RESTARTING"}
+MAX_STATE_VALUE = 16 * 1024  # bytes, pickled
 
 
 class Multiplexer:
@@ -71,7 +72,7 @@ class Multiplexer:
     ) -> PendingReply:
         """Restart this worker, the named processes, or every server worker."""
         names = split_names(process_names)
-        check_restart_arguments(names, all_workers)
+        check_restart_arguments(names, all_workers, zero_downtime)
         if not names and not all_workers:
             names = [self.name]
         known = {k for k in self._table if k != "Runtime-Main"}
@@ -87,10 +88,7 @@ class Multiplexer:
 
     def scale(self, workers: int) -> PendingReply:
         """Run ``workers`` server workers from now on."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(
-                f"scale() needs a whole number of workers of 1 or more, got {workers!r}"
-            )
+        check_scale(workers)
         if workers == self._size():
             raise ValueError(f"the group already runs {workers} server worker(s)")
         return self._ask(ScaleRequest, workers)
@@ -162,8 +160,20 @@ class Multiplexer:
 
     def _set(self, key: str, value: Any) -> None:
         _check_user_key(key)
-        self._own[key] = value
+        try:
+            size = len(pickle.dumps(value))
+        except Exception as exc:
+            raise ValueError(
+                f"rt.m.state[{key!r}] must be picklable to reach the manager: {exc}"
+            ) from exc
+        if size > MAX_STATE_VALUE:
+            raise ValueError(
+                f"rt.m.state[{key!r}] is {size} bytes pickled; state values are "
+                f"for small facts (at most {MAX_STATE_VALUE} bytes): share data "
+                f"through rt.shared_ctx instead"
+            )
         self.send(StateUpdate({key: value}))
+        self._own[key] = value
 
     def _delete(self, key: str) -> None:
         _check_user_key(key)
@@ -175,13 +185,13 @@ class Multiplexer:
 
 
 def _check_user_key(key: str) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"state keys are strings, got {key!r}")
     if key in SYSTEM_KEYS:
         raise KeyError(
             f"{key!r} is kept by the runtime and cannot be changed; use a key of "
             f"your own (not one of {', '.join(sorted(SYSTEM_KEYS))})"
         )
-    if not isinstance(key, str):
-        raise KeyError(f"state keys are strings, got {key!r}")
 
 
 class WorkerState(MutableMapping[str, Any]):
@@ -209,7 +219,24 @@ class WorkerState(MutableMapping[str, Any]):
         return repr(self._mux._entry())
 
 
-def check_restart_arguments(names: list[str], all_workers: bool) -> None:
+MAX_WORKERS = 1024
+
+
+def check_scale(workers: object) -> None:
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise ValueError(f"scale() needs a whole number of workers, got {workers!r}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(
+            f"scale() needs 1 to {MAX_WORKERS} server workers, got {workers!r}"
+        )
+
+
+def check_restart_arguments(
+    names: list[str], all_workers: object, zero_downtime: object
+) -> None:
+    for flag, value in (("all_workers", all_workers), ("zero_downtime", zero_downtime)):
+        if not isinstance(value, bool):
+            raise ValueError(f"restart() needs {flag}=True or False, got {value!r}")
     if names and all_workers:
         raise ValueError(
             "restart() got process names and all_workers=True; pass one of them"
@@ -222,7 +249,16 @@ def split_names(names: str | Iterable[str] | None) -> list[str]:
         return []
     if isinstance(names, str):
         names = names.split(",")
-    return [name.strip() for name in names if name and name.strip()]
+    try:
+        parts = [name.strip() for name in names]
+    except (TypeError, AttributeError):
+        raise ValueError(
+            f"process names must be a comma-separated string or a list of "
+            f"strings, got {names!r}"
+        ) from None
+    if not all(parts):
+        raise ValueError(f"process names {names!r} include an empty name")
+    return parts
 
 
 class PendingReply:

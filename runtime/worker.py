@@ -86,7 +86,10 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None
         _report(conn, exc, traceback.format_exc())
         sys.exit(1)
     lifecycle = ServingLoop(runtime, sock, spec.options, mux=runtime.m)
-    sys.exit(uvloop.run(lifecycle.run()))
+    code = uvloop.run(lifecycle.run())
+    for sig in STOP_SIGNALS:  # the loop is gone: a late signal must not interrupt
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def run_single(runtime: Runtime, options: RunOptions) -> int:
@@ -252,6 +255,9 @@ class ServingLoop:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
         if self.mux is not None:
             loop.add_reader(self.mux.fileno(), self._on_control)
+            # uvloop made the pipe non-blocking; multiprocessing's Connection
+            # needs it blocking, or a large message is cut in half.
+            os.set_blocking(self.mux.fileno(), True)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         count = self.signals.hit()

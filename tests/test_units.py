@@ -61,7 +61,7 @@ def test_run_refuses_bad_options_before_binding():
             rt.run(workers=0)
         with pytest.raises(ConfigError, match="got uds and fd"):
             rt.run(uds="/tmp/never.sock", fd=3)
-        assert rt.manager is None
+        assert rt._manager is None
     finally:
         Runtime._registry.pop("units-bad-run")
 

@@ -88,7 +88,7 @@ def _listener(event):
             raise RuntimeError(f"boom in {event}")
         if event == "after_server_stop" and env("RT_HANG_STOP"):
             time.sleep(1000)  # blocks the worker's loop: it will not exit
-        if event == "main_process_ready" and runtime.manager is not None:
+        if event == "main_process_ready" and not env("RT_SINGLE"):
             say("workers " + json.dumps(runtime.manager.workers, default=str))
         if event.startswith("main"):
             say(f"listener {event}")

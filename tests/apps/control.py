@@ -43,7 +43,7 @@ async def app(scope, receive, send):
     status, body = 200, {}
     try:
         body = _route(scope["path"], query)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         status, body = 400, {"error": f"{type(exc).__name__}: {exc}"}
     data = json.dumps(body, default=str).encode()
     await send({"type": "http.response.start", "status": status, "headers": []})
@@ -56,10 +56,11 @@ def _route(path, query):
         state = dict(m.state)
         return {"name": m.name, "pid": m.pid, "state": state, "workers": m.workers}
     if path == "/m/restart":
+        flags = {"1": True, "": False}
         m.restart(
-            query.get("names") or None,
-            all_workers=query.get("all") == "1",
-            zero_downtime=query.get("zd") == "1",
+            query.get("names"),
+            all_workers=flags.get(query.get("all", ""), query.get("all")),
+            zero_downtime=flags.get(query.get("zd", ""), query.get("zd")),
         )
     elif path == "/m/scale":
         n = query["n"]
@@ -67,6 +68,15 @@ def _route(path, query):
     elif path == "/m/set":
         for key, value in query.items():
             m.state[key] = value
+    elif path == "/m/big":
+        m.state["big"] = "a" * int(query["size"])
+    elif path == "/m/many":
+        for i in range(int(query["n"])):
+            m.state["i"] = i
+    elif path == "/m/unpicklable":
+        m.state["fn"] = lambda: None
+    elif path == "/m/manager":
+        return {"manager": repr(rt.manager)}
     elif path == "/m/terminate":
         m.terminate()
     elif path == "/exit":
