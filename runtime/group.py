@@ -371,23 +371,38 @@ class ProcessGroup:
         Raises StartFailedError if the process could not be started.
         """
         assert self.spec is not None
-        loop = asyncio.get_running_loop()
         if slot.child is not None and not slot.serving:
             self.entries.pop(slot.child.name, None)  # its predecessor's entry
         name = slot.next_name()
         slot.starts += 1
-        entry = ProcessEntry(server=True, state=State.STARTING, starts=slot.starts)
+        entry = self.entries[name] = ProcessEntry(server=True, starts=slot.starts)
         if slot.starts > 1:
             entry.restart_at = now()
-        self.entries[name] = entry
+        child = self._launch(entry, name, worker_main, (self.spec, self.sock), slot)
+        if slot.child is None or not slot.serving:
+            slot.child = child
+        return child
+
+    def _launch(
+        self,
+        entry: ProcessEntry,
+        name: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        slot: Slot | None = None,
+        custom: CustomSpec | None = None,
+    ) -> Child:
+        """Start process ``name`` for ``entry`` and watch it; StartFailedError
+        if it could not be started."""
+        entry.state = State.STARTING
         try:
-            process, conn = start_process(
-                self.context, name, worker_main, (self.spec, self.sock)
-            )
+            process, conn = start_process(self.context, name, target, args)
         except StartFailedError:
             entry.state = State.FAILED
+            self.changed()
             raise
         entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
+        loop = asyncio.get_running_loop()
         child = Child(
             name,
             process,
@@ -397,19 +412,14 @@ class ProcessGroup:
             loop.time(),
             loop.create_future(),
             loop.create_future(),
+            custom=custom,
         )
-        if slot.child is None or not slot.serving:
-            slot.child = child
-        self._watch(child)
-        return child
-
-    def _watch(self, child: Child) -> None:
-        loop = asyncio.get_running_loop()
-        self._live[child.name] = child
-        loop.add_reader(child.conn.fileno(), self._on_message, child)
+        self._live[name] = child
+        loop.add_reader(conn.fileno(), self._on_message, child)
         loop.add_reader(child.watch_exit(), self._on_exit, child)
         log.info("Started %s", child.label())
         self.changed()
+        return child
 
     async def await_ack(self, child: Child) -> str | None:
         """None once ``child`` acked; otherwise why it did not."""
@@ -455,39 +465,17 @@ class ProcessGroup:
     def start_custom(self, name: str) -> Child | None:
         """Start custom process ``name``; None if it could not be started."""
         spec = self.customs[name]
-        loop = asyncio.get_running_loop()
         entry = self.entries[name] = ProcessEntry(server=False)
         previous = self._last_starts.get(name, 0)
         entry.starts = self._last_starts[name] = previous + 1
         if previous:
             entry.restart_at = now()
-        entry.state = State.STARTING
+        args = (spec.func, spec.kwargs, self.options.log_level)
         try:
-            process, conn = start_process(
-                self.context,
-                name,
-                custom_main,
-                (spec.func, spec.kwargs, self.options.log_level),
-            )
+            return self._launch(entry, name, custom_main, args, custom=spec)
         except StartFailedError as exc:
-            entry.state = State.FAILED
             log.error("%s", exc)
-            self.changed()
             return None
-        entry.state, entry.pid, entry.start_at = State.STARTED, process.pid, now()
-        child = Child(
-            name,
-            process,
-            conn,
-            entry,
-            None,
-            loop.time(),
-            loop.create_future(),
-            loop.create_future(),
-            custom=spec,
-        )
-        self._watch(child)
-        return child
 
     def slot_failed(self, slot: Slot, child: Child, why: str) -> None:
         """Respawn ``slot`` after ``child`` died there: at once, later, or never."""
