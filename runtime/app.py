@@ -126,9 +126,10 @@ class Runtime(metaclass=_RuntimeType):
     def manager(self) -> ProcessGroup:
         """The ProcessGroup, in the main process while run() serves."""
         if self._manager is None:
+            where = "; in a server worker use rt.m" if self._mux is not None else ""
             raise RuntimeError(
-                "rt.manager exists only in the main process while run() serves; "
-                "in a server worker use rt.m"
+                f"rt.manager exists only in the main process while run() serves "
+                f"with a manager (not in single-process mode){where}"
             )
         return self._manager
 
@@ -225,11 +226,12 @@ class Runtime(metaclass=_RuntimeType):
                 return 1
             return await group.run(self._spec(options), self._main_ready)
         finally:
+            await group.shutdown()  # custom processes may run even if start failed
             await self._main_stop()
 
-    async def main_process_start_listeners(self) -> None:
+    async def main_process_start_listeners(self, *, single: bool = False) -> None:
         """Run main_process_start; shared_ctx accepts objects only meanwhile."""
-        self.shared_ctx.open_for_listeners(True)
+        self.shared_ctx.open_for_listeners(True, single=single)
         try:
             await self.listeners.run("main_process_start", self)
         finally:

@@ -26,8 +26,8 @@ import inspect
 import os
 import re
 import signal
-import sys
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -36,7 +36,7 @@ import attrs
 
 from . import logs, start_methods
 from .children import CONTROL_SIGNALS, MANAGER_SIGNALS
-from .errors import ConfigError
+from .errors import ConfigError, SharedContextError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.]+$")
 RESERVED = {"Main", "Server", "Reloader", "Inspector"}
@@ -92,13 +92,18 @@ def custom_spec(
         if not isinstance(value, bool):
             raise ConfigError(f"custom process {name!r}: {flag} must be True or False")
     if restartable is None:
-        restartable = transient
+        restartable = transient or not auto_start
     if not isinstance(restartable, bool):
         raise ConfigError(f"custom process {name!r}: restartable must be True or False")
     if transient and not restartable:
         raise ConfigError(
             f"custom process {name!r}: transient=True with restartable=False "
             f"contradicts itself (transient processes are restarted); drop one"
+        )
+    if not auto_start and not restartable:
+        raise ConfigError(
+            f"custom process {name!r}: auto_start=False with restartable=False "
+            f"could never run (it starts on a restart by name); drop one"
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(
@@ -115,13 +120,17 @@ def _check_picklable(name: str, func: Any, kwargs: dict[str, Any], method: str) 
     items.update(
         {f"custom process {name!r}: kwargs[{k!r}]": v for k, v in kwargs.items()}
     )
-    start_methods.check_transferable(method, items)
+    try:
+        start_methods.check_transferable(method, items)
+    except SharedContextError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def custom_main(
     func: Callable[..., Any],
     kwargs: dict[str, Any],
     log_level: str,
+    grace: float,
     conn: Connection,
 ) -> None:
     """Process entry point of a custom process."""
@@ -131,27 +140,53 @@ def custom_main(
     signal.set_wakeup_fd(-1)
     for sig in CONTROL_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
+    orphaned = threading.Event()
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
         logs.configure(log_level)
-        threading.Thread(target=_watch_manager, args=(conn,), daemon=True).start()
+        watcher = threading.Thread(
+            target=_watch_manager, args=(conn, grace, orphaned), daemon=True
+        )
+        watcher.start()
         result = func(**kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
     except KeyboardInterrupt:
-        sys.exit(0)
+        pass
+    finally:
+        _stopping.set()  # no interrupting the exit
+        if orphaned.is_set():
+            _end_group(signal.SIGKILL)  # nobody else will end what it started
+
+
+_stopping = threading.Event()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+    # Once: a stop that already began must not be interrupted again. (The
+    # handler stays installed: swapping it for SIG_IGN races with a signal
+    # already on its way, which Python then reports as an error.)
+    if not _stopping.is_set():
+        _stopping.set()
+        raise KeyboardInterrupt
 
 
-def _watch_manager(conn: Connection) -> None:
+def _watch_manager(conn: Connection, grace: float, orphaned: threading.Event) -> None:
     # The manager never writes to this pipe; it only closes when the manager ends.
     try:
         while True:
             conn.recv()
     except (EOFError, OSError):
+        orphaned.set()
         os.kill(os.getpid(), signal.SIGTERM)
+        _end_group(signal.SIGTERM)
+        time.sleep(grace)  # then nothing of the group may outlive the manager
+        _end_group(signal.SIGKILL)
+
+
+def _end_group(sig: int) -> None:
+    with contextlib.suppress(OSError):
+        if os.getpgid(0) == os.getpid():
+            os.killpg(0, sig)

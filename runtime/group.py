@@ -295,13 +295,17 @@ class ProcessGroup:
                 await self._ready(on_ready)
                 await self._stop.wait()
         finally:
-            self._serving = False
-            # New connections are refused from now on instead of waiting in the
-            # backlog of a socket nobody will accept from again.
-            self.sock.close()
-            await self.conductor.close()
-            await self._stop_all()
+            await self.shutdown()
         return self.exit_code
+
+    async def shutdown(self) -> None:
+        """Stop every child, whatever state the group is in; safe to repeat."""
+        self._serving = False
+        # New connections are refused from now on instead of waiting in the
+        # backlog of a socket nobody will accept from again.
+        self.sock.close()
+        await self.conductor.close()
+        await self._stop_all()
 
     async def _ready(self, on_ready: Callable[[], Awaitable[None]]) -> None:
         serving = sum(1 for s in self.slots.values() if s.serving)
@@ -470,7 +474,8 @@ class ProcessGroup:
         entry.starts = self._last_starts[name] = previous + 1
         if previous:
             entry.restart_at = now()
-        args = (spec.func, spec.kwargs, self.options.log_level)
+        options = self.options
+        args = (spec.func, spec.kwargs, options.log_level, options.graceful_timeout)
         try:
             return self._launch(entry, name, custom_main, args, custom=spec)
         except StartFailedError as exc:
@@ -563,9 +568,9 @@ class ProcessGroup:
         error = None
         try:
             self._carry_out(child, message)
-        except (ValueError, GroupNotRunningError) as exc:
+        except Exception as exc:  # whatever it was, the caller gets an answer
             log.warning("Refused a request from %s: %s", child.label(), exc)
-            error = str(exc)
+            error = f"{exc}" if isinstance(exc, ValueError) else f"{exc!r}"
         request_id = getattr(message, "request_id", None)
         if request_id is not None:
             child.send(Reply(request_id, error))
@@ -616,9 +621,8 @@ class ProcessGroup:
         self.changed()
         if child.custom is not None:
             _kill_group(child.pid)  # what it started and left behind
-            untracked = not child.custom.tracked
-            if untracked and self.entries.get(child.name) is child.entry:
-                self.entries.pop(child.name)
+            if not child.custom.tracked:
+                self._forget_untracked(child)
             return
         if child.stopped_by is not None and not self._stop.is_set():
             # The same signal is often on its way to the manager too (Ctrl+C
@@ -632,6 +636,14 @@ class ProcessGroup:
             self.stop(1)  # start-up failed, or a worker died while starting up
         elif slot is not None and slot.child is child and child.acked.done():
             self.slot_failed(slot, child, cause(code))
+
+    def _forget_untracked(self, child: Child) -> None:
+        if self.entries.get(child.name) is child.entry:
+            self.entries.pop(child.name)
+        names = child.custom.process_names() if child.custom else []
+        if not any(name in self.entries for name in names):
+            for name in names:  # all of them ended: the name is free again
+                self.customs.pop(name, None)
 
     def _after_self_stop(self, child: Child) -> None:
         if self._stop.is_set():

@@ -110,11 +110,23 @@ class Multiplexer:
         name: str,
         func: Callable[..., Any],
         kwargs: dict[str, Any] | None = None,
-        **options: Any,
+        *,
+        transient: bool = False,
+        restartable: bool | None = None,
+        tracked: bool = True,
+        workers: int = 1,
+        auto_start: bool = True,
     ) -> PendingReply:
         """Start custom process(es), as ``rt.manager.manage()`` does."""
         if not callable(func):
             raise ValueError(f"custom process {name!r}: {func!r} is not callable")
+        options = {
+            "transient": transient,
+            "restartable": restartable,
+            "tracked": tracked,
+            "workers": workers,
+            "auto_start": auto_start,
+        }
         return self._ask(ManageRequest, name, func, kwargs, options)
 
     def _ask(self, kind: type[Request], *args: Any) -> PendingReply:

@@ -174,7 +174,9 @@ class Conductor:
         log.info("Scaled to %d server worker(s)", len(slots))
 
     async def _roll(self) -> None:
-        if self.group.method == "fork":
+        if self.group.method == "fork" and any(
+            isinstance(k, int) for k in self._rolling
+        ):
             log.info(
                 "Restarting forked workers: they run the code the manager imported "
                 "at start-up, so changes on disk are not picked up (restart the "

@@ -40,10 +40,15 @@ _SHAREABLE = (
 )
 
 
-def shareable(value: object) -> bool:
+def unshared_part(value: object) -> str | None:
+    """None if ``value`` crosses processes; else, for a message, which part does
+    not: "" for the value itself, ": its item 1 (int)" inside a tuple."""
     if isinstance(value, tuple):
-        return all(shareable(item) for item in value)
-    return isinstance(value, _SHAREABLE)
+        for index, item in enumerate(value):
+            if unshared_part(item) is not None:
+                return f": its item {index} ({type(item).__name__})"
+        return None
+    return None if isinstance(value, _SHAREABLE) else ""
 
 
 class SharedContext:
@@ -51,6 +56,7 @@ class SharedContext:
 
     def __init__(self) -> None:
         object.__setattr__(self, "_where", "main")  # "main", "attaching", "worker"
+        object.__setattr__(self, "_warn", True)  # False in single-process mode
 
     def __setattr__(self, name: str, value: Any) -> None:
         where = self._where
@@ -65,13 +71,15 @@ class SharedContext:
                 f"rt.shared_ctx.{name} was set outside a main_process_start "
                 f"listener; attach shared objects there (before any worker starts)"
             )
-        if not shareable(value):
+        part = unshared_part(value)
+        if part is not None and self._warn:
             log.warning(
-                "rt.shared_ctx.%s (%s) is not shared between processes: each "
+                "rt.shared_ctx.%s (%s)%s is not shared between processes: each "
                 "worker gets its own copy. Use multiprocessing objects from "
                 "rt.context (Queue, Value, Array, Lock, Event...) to share state.",
                 name,
                 type(value).__name__,
+                part,
             )
         object.__setattr__(self, name, value)
 
@@ -82,9 +90,10 @@ class SharedContext:
             )
         object.__delattr__(self, name)
 
-    def open_for_listeners(self, is_open: bool) -> None:
+    def open_for_listeners(self, is_open: bool, *, single: bool = False) -> None:
         """The main process is (or no longer is) running main_process_start."""
         object.__setattr__(self, "_where", "attaching" if is_open else "main")
+        object.__setattr__(self, "_warn", not single)
 
     def items(self) -> dict[str, Any]:
         """Every attached object, keyed as it appears in messages: shared_ctx.NAME."""
@@ -97,7 +106,7 @@ class SharedContext:
         object.__setattr__(self, "_where", "worker")
 
     def _attached(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k != "_where"}
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
     def __repr__(self) -> str:
         return f"SharedContext({', '.join(self._attached())})"

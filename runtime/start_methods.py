@@ -168,9 +168,10 @@ def _dry_run_pickle(method: str, name: str, value: object) -> None:
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SharedContextError(
             f"{name} ({type(value).__name__}) cannot be sent to a {method!r} worker: "
-            f"{exc}. {method} starts a fresh interpreter that re-imports code by "
-            f"name, so lambdas, local functions, open files and event loops cannot "
-            f"cross; use module-level objects or Runtime.start_method = 'fork'."
+            f"{exc}. A {method} process receives its arguments pickled and finds "
+            f"functions by importing them by name, so lambdas, local functions, "
+            f"open files and event loops cannot cross; use module-level objects "
+            f"or Runtime.start_method = 'fork'."
         ) from exc
     finally:
         mp_context.set_spawning_popen(None)

@@ -104,7 +104,7 @@ def run_single(runtime: Runtime, options: RunOptions) -> int:
 
 async def _single(runtime: Runtime, sock: socket.socket, options: RunOptions) -> int:
     try:
-        await runtime.main_process_start_listeners()
+        await runtime.main_process_start_listeners(single=True)
     except Exception:
         log.exception("A main_process_start listener failed; not starting")
         return 1

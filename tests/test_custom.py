@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 
 import pytest
-from conftest import app_script, python, wait_until
+from conftest import alive, app_script, python, wait_until
 from http_client import get
 
 pytestmark = pytest.mark.timeout(90)
@@ -125,11 +124,11 @@ def test_a_custom_process_that_ignores_sigterm_is_killed(launch):
     served.wait_for(r"Runtime-Stub-0 \(pid \d+\) did not stop within 1 s; killing")
     assert served.wait(30) == 0
     # the custom process's own child went with it
-    assert wait_until(lambda: not os.path.exists(f"/proc/{child}"), 10)
+    assert wait_until(lambda: not alive(child), 10)
 
 
 def test_auto_start_false_waits_for_a_restart_by_name(launch):
-    served = _custom(launch, "Later:ticker:manual:restartable")
+    served = _custom(launch, "Later:ticker:manual")
     assert _table(served)["Runtime-Later-0"]["state"] == "NONE"
     assert get(served.url, "/m/restart?names=Runtime-Later-0").status_code == 200
     entry = _wait_state(served, "Runtime-Later-0", "STARTED")
@@ -156,7 +155,48 @@ def test_what_a_custom_process_leaves_behind_is_ended(launch):
     served = _custom(launch, "Aban:abandon,Tick:atick")
     child = int(served.wait_for(r"abandoned child (\d+)").group(1))
     _wait_state(served, "Runtime-Aban-0", "COMPLETED")
-    assert wait_until(lambda: not os.path.exists(f"/proc/{child}"), 10)
+    assert wait_until(lambda: not alive(child), 10)
     assert wait_until(lambda: get(served.url, "/count").json() > 5, 10)  # async def
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_a_failed_start_stops_custom_processes_started_early(launch):
+    served = launch(*python(app_script("custom.py")), env={"RT_EARLY": "1"})
+    assert served.wait(30) == 1
+    assert "start-up fails after a custom process started" in served.output
+    assert re.search(r"Runtime-Early-0 \(pid \d+\) stopped", served.output)
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_an_orphaned_custom_process_ends_its_whole_group(launch, method):
+    from conftest import session_members
+
+    served = _custom(launch, "Hard:hardy", RT_START_METHOD=method, RT_GRACEFUL="1")
+    child = int(served.wait_for(r"hardy started child (\d+)").group(1))
+    served.signal(signal.SIGKILL)
+    served.wait()
+    assert wait_until(lambda: not session_members(served.pid), 15), (
+        f"left: {session_members(served.pid)}"
+    )
+    assert not alive(child)
+
+
+def test_manage_flags_checked_in_the_worker_and_names_freed(launch):
+    served = _custom(launch, "U:once:untracked")
+    served.wait_for(r"Runtime-U-0 \(pid \d+\) completed")
+    assert wait_until(lambda: "Runtime-U-0" not in _table(served), 10)
+    again = get(served.url, "/manage?name=U&kind=once&flags=untracked")
+    assert again.json() == {"ok": True}  # an ended untracked name is free again
+    never = get(served.url, "/manage?name=N&kind=once&flags=manual+fixed")
+    assert never.status_code == 400 and "could never run" in never.text
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_stop_while_custom_processes_start_is_quiet(launch):
+    served = _custom(launch, "Many:ticker:workers2,More:ticker:workers2")
+    served.wait_for("Started Runtime-More-1")
+    served.signal_group(signal.SIGINT)
+    assert served.wait(30) == 0
+    assert "Traceback" not in served.output

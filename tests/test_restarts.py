@@ -7,7 +7,13 @@ import re
 import signal
 
 import pytest
-from conftest import START_METHODS, app_script, python, session_members, wait_until
+from conftest import (
+    START_METHODS,
+    app_script,
+    python,
+    session_members,
+    wait_until,
+)
 from http_client import get
 
 pytestmark = pytest.mark.timeout(120)

@@ -125,7 +125,7 @@ def test_unpicklable_shared_object_fails_before_any_worker(launch):
     assert (
         "shared_ctx.fn (function) cannot be sent to a 'spawn' worker" in served.output
     )
-    assert "re-imports code by name" in served.output
+    assert "finds functions by importing them by name" in served.output
     assert "Started Runtime-Server" not in served.output
 
 

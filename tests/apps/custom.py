@@ -10,6 +10,9 @@ fail     raises (FAILED, exit code 1)
 stubborn ignores SIGTERM (killed after the graceful timeout)
 parent   starts a child process of its own and waits for it
 abandon  starts a child process and exits without it
+hardy    ignores SIGTERM and runs a `sleep` child
+
+RT_EARLY=1   main_process_start starts a custom process, then raises
 atick    an async def that counts until stopped
 
 GET /m                      rt.m's view of the table
@@ -22,6 +25,8 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
 import time
 
 from say import say
@@ -84,6 +89,14 @@ def abandon():
     os._exit(0)  # leave it behind
 
 
+def hardy():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = subprocess.Popen(["sleep", "1000"])
+    say(f"hardy started child {child.pid}")
+    while True:
+        time.sleep(1000)
+
+
 async def atick(count):
     while True:
         with count.get_lock():
@@ -99,6 +112,7 @@ KINDS = {
     "parent": parent,
     "atick": atick,
     "abandon": abandon,
+    "hardy": hardy,
 }
 
 
@@ -154,6 +168,9 @@ rt.config.GRACEFUL_TIMEOUT = float(env("RT_GRACEFUL", "2"))
 @rt.main_process_start
 def attach(runtime):
     runtime.shared_ctx.count = runtime.context.Value("i", 0)
+    if env("RT_EARLY"):
+        runtime.manager.manage("Early", ticker, {"count": runtime.shared_ctx.count})
+        raise RuntimeError("start-up fails after a custom process started")
 
 
 @rt.main_process_ready

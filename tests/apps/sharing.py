@@ -55,6 +55,8 @@ def attach(runtime):
     if env("RT_PLAIN"):
         runtime.shared_ctx.settings = {"a": 1}
         runtime.shared_ctx.number = 7
+        runtime.shared_ctx.mixed = (runtime.shared_ctx.lock, 3)
+        runtime.shared_ctx.locks = (runtime.shared_ctx.lock, runtime.shared_ctx.event)
 
 
 @rt.before_server_start
