@@ -138,8 +138,9 @@ class Runtime(metaclass=_RuntimeType):
         """This server worker's handle to the manager (also ``rt.m``)."""
         if self._mux is None:
             raise RuntimeError(
-                "rt.m (the multiplexer) exists only in server worker processes; "
-                "in the main process use rt.manager"
+                "rt.m (the multiplexer) exists only in server worker processes "
+                "under a manager (not in single-process mode); in the main process "
+                "use rt.manager"
             )
         return self._mux
 
