@@ -19,12 +19,14 @@ from typing import Any, ClassVar
 from . import logs, sockets, start_methods
 from .config import Config, RunOptions
 from .errors import (
+    BindError,
     ConfigError,
     SharedContextError,
     StartMethodConflictError,
     UnguardedRunError,
 )
 from .group import ProcessGroup
+from .inspector import Inspector, check_exposure
 from .listeners import Listeners
 from .multiplexer import Multiplexer
 from .shared import SharedContext
@@ -192,6 +194,7 @@ class Runtime(metaclass=_RuntimeType):
                 f"or serve= when creating it"
             )
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
+        check_exposure(options)
         logs.configure(options.log_level, options.access_log)
         if options.single_process:
             return run_single(self, options)
@@ -212,7 +215,14 @@ class Runtime(metaclass=_RuntimeType):
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
         group.watch_signals()
+        inspector = Inspector(group, self.name, options) if options.inspector else None
         try:
+            if inspector is not None:
+                try:
+                    await inspector.start()
+                except BindError as exc:
+                    log.error("Inspector: %s", exc)
+                    return 1
             try:
                 start = self.main_process_start_listeners()
                 if not await group.unless_stopped(start):
@@ -228,6 +238,8 @@ class Runtime(metaclass=_RuntimeType):
             return await group.run(self._spec(options), self._main_ready)
         finally:
             await group.shutdown()  # custom processes may run even if start failed
+            if inspector is not None:
+                await inspector.stop()
             await self._main_stop()
 
     async def main_process_start_listeners(self, *, single: bool = False) -> None:

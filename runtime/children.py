@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -56,15 +57,25 @@ class StopSignals:
         return self.count
 
 
-# The manager's ends of the children's pipes. A forked child would otherwise keep
-# copies of its siblings' ends open, and a sibling would then never see its pipe
-# close when the manager dies.
-_manager_ends: set[Connection] = set()
+# What only the manager may hold: its ends of the children's pipes (a forked
+# child would otherwise keep copies of its siblings' ends open, and a sibling
+# would never see its pipe close when the manager dies) and the inspector's
+# socket. Closed in every forked child.
+_manager_ends: set[Connection | socket.socket] = set()
+
+
+def manager_only(resource: Connection | socket.socket) -> None:
+    _manager_ends.add(resource)
+
+
+def release(resource: Connection | socket.socket) -> None:
+    _manager_ends.discard(resource)
+    resource.close()
 
 
 def _close_manager_ends() -> None:
-    for conn in _manager_ends:
-        conn.close()
+    for resource in _manager_ends:
+        resource.close()
     _manager_ends.clear()
 
 
@@ -157,8 +168,7 @@ class Child:
         return True
 
     def close_pipe(self) -> None:
-        _manager_ends.discard(self.conn)
-        self.conn.close()
+        release(self.conn)
 
 
 def start_process(
@@ -170,13 +180,12 @@ def start_process(
     """Start ``target(*args, conn)`` as process ``name``; return it and our pipe end."""
     ours, theirs = context.Pipe()
     process = context.Process(target=target, name=name, args=(*args, theirs))
-    _manager_ends.add(ours)
+    manager_only(ours)
     try:
         with _quiet_child_start(context.get_start_method()):
             process.start()
     except Exception as exc:
-        _manager_ends.discard(ours)
-        ours.close()
+        release(ours)
         raise StartFailedError(f"could not start {name}: {exc!r}") from exc
     finally:
         theirs.close()

@@ -65,6 +65,22 @@ def _backlog(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 65535, "use a value such as 2048")
 
 
+def _port(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _int_in(attribute.name, value, 0, 65535, "use a TCP port such as 6457")
+
+
+def _host(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{attribute.name} must be a host name, got {value!r}")
+
+
+def _key(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) < 8):
+        raise ConfigError(
+            f"{attribute.name} must be a string of 8 characters or more (or None)"
+        )
+
+
 def _crash_limit(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 1000, "use a value such as 5")
 
@@ -80,6 +96,12 @@ class Config:
     LOG_LEVEL: str = attrs.field(default="INFO", validator=_level)
     BACKLOG: int = attrs.field(default=2048, validator=_backlog)
     CRASH_LOOP_LIMIT: int = attrs.field(default=5, validator=_crash_limit)
+    INSPECTOR: bool = attrs.field(default=False, validator=_flag)
+    INSPECTOR_HOST: str = attrs.field(default="localhost", validator=_host)
+    INSPECTOR_PORT: int = attrs.field(default=6457, validator=_port)
+    INSPECTOR_API_KEY: str | None = attrs.field(
+        default=None, validator=_key, repr=False
+    )
 
 
 @attrs.frozen
@@ -99,6 +121,10 @@ class RunOptions:
     log_level: str = "INFO"
     backlog: int = 2048
     crash_loop_limit: int = 5
+    inspector: bool = False
+    inspector_host: str = "localhost"
+    inspector_port: int = 6457
+    inspector_api_key: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def build(cls, config: Config, threshold: int, **given: Any) -> RunOptions:
@@ -118,6 +144,10 @@ class RunOptions:
             "log_level": config.LOG_LEVEL,
             "backlog": config.BACKLOG,
             "crash_loop_limit": config.CRASH_LOOP_LIMIT,
+            "inspector": config.INSPECTOR,
+            "inspector_host": config.INSPECTOR_HOST,
+            "inspector_port": config.INSPECTOR_PORT,
+            "inspector_api_key": config.INSPECTOR_API_KEY,
         }
         values.update(given)
         return cls(**_validated(values))
@@ -165,7 +195,10 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
         out[name] = _positive_number(name, out[name], "use a value such as 15")
     out["log_level"] = log_level(out["log_level"])
-    for name in ("single_process", "access_log"):
+    out["inspector_port"] = _int_in(
+        "inspector_port", out["inspector_port"], 0, 65535, "e.g. 6457"
+    )
+    for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
     out["backlog"] = _int_in("backlog", out["backlog"], 1, 65535, "e.g. 2048")

@@ -74,6 +74,7 @@ class AsgiServer:
             http="httptools",
             ws="auto",
             lifespan="auto",
+            interface="asgi3",
             log_config=None,
             access_log=access_log,
             timeout_keep_alive=keep_alive_timeout,

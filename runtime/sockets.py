@@ -22,7 +22,7 @@ def listen(options: RunOptions) -> socket.socket:
         return _from_fd(options.fd, options.backlog)
     if options.uds is not None:
         return _unix(options.uds, options.backlog)
-    return _tcp(options.host, options.port, options.backlog)
+    return tcp(options.host, options.port, options.backlog)
 
 
 def describe(sock: socket.socket) -> str:
@@ -47,7 +47,9 @@ def close(sock: socket.socket, options: RunOptions) -> None:
             pass
 
 
-def _tcp(host: str, port: int, backlog: int) -> socket.socket:
+def tcp(
+    host: str, port: int, backlog: int, *, inheritable: bool = True
+) -> socket.socket:
     # Resolved with the blocking resolver on purpose: an event loop's resolver
     # would leave helper threads behind, and forking after that is unsafe.
     try:
@@ -68,7 +70,7 @@ def _tcp(host: str, port: int, backlog: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise _bind_error(f"{host}:{port}", exc) from None
-    sock.set_inheritable(True)
+    sock.set_inheritable(inheritable)
     return sock
 
 

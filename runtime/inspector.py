@@ -1,0 +1,242 @@
+"""The inspector: an HTTP control service for a running group.
+
+Design note
+-----------
+It runs in the manager's own event loop, served by the same uvicorn protocol
+layer as the workers. A separate process would need a second channel to the
+manager and its own supervision; in the loop, every request is a few
+microseconds of work (read the state table, or record a restart or scale
+request for the conductor) and never waits for the group, so it cannot block
+the manager. It uses no threads, so forking workers while it answers is safe.
+
+Safe by default: it is off; it listens on localhost; listening anywhere else
+without an API key is refused at start. With a key, every request must carry
+``Authorization: Bearer KEY`` (compared in constant time); otherwise the answer
+is 401 and nothing changes.
+
+Routes: ``GET /`` the status; ``POST /reload`` (``{"zero_downtime": bool}``),
+``POST /shutdown``, ``POST /scale`` (``{"replicas": n}``). Bad input gets a 4xx
+with a JSON error body and leaves the group untouched.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import serving, sockets
+from .children import manager_only, release
+from .config import RunOptions
+from .errors import ConfigError, GroupNotRunningError
+
+if TYPE_CHECKING:
+    from .group import ProcessGroup
+
+log = logging.getLogger("runtime")
+
+MAX_BODY = 16 * 1024  # bytes
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
+
+
+def check_exposure(options: RunOptions) -> None:
+    """Refuse to listen beyond loopback without an API key."""
+    if options.inspector and not options.inspector_api_key:
+        if not _loopback(options.inspector_host):
+            raise ConfigError(
+                f"the inspector would listen on {options.inspector_host!r}, beyond "
+                f"this machine, without an API key; set INSPECTOR_API_KEY "
+                f"(--inspector-api-key) or keep INSPECTOR_HOST on localhost"
+            )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Inspector:
+    """Answers control requests for one ProcessGroup."""
+
+    def __init__(self, group: ProcessGroup, name: str, options: RunOptions) -> None:
+        self.group = group
+        self.name = name
+        self.options = options
+        self.started = time.monotonic()
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/"): self.status,
+            ("POST", "/reload"): self.reload,
+            ("POST", "/shutdown"): self.shutdown,
+            ("POST", "/scale"): self.scale,
+        }
+        self._server: serving.AsgiServer | None = None
+        self._sock: socket.socket | None = None
+
+    async def start(self) -> None:
+        options = self.options
+        self._sock = sockets.tcp(
+            options.inspector_host, options.inspector_port, 128, inheritable=False
+        )
+        manager_only(self._sock)
+        self._server = serving.AsgiServer(
+            self.app, keep_alive_timeout=5, access_log=False, backlog=128
+        )
+        await self._server.start(self._sock)
+        log.info("Inspector listening on %s", sockets.describe(self._sock))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.drain(0)
+            await self._server.close()
+        if self._sock is not None:
+            release(self._sock)
+
+    # -- the ASGI app --
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        status, body = await self._answer(scope, receive)
+        data = json.dumps(body, default=_json_default).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": data})
+
+    async def _answer(
+        self, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, dict[str, Any]]:
+        if not self._authorized(scope):
+            return 401, {"error": "missing or wrong API key (Authorization: Bearer)"}
+        path, method = scope["path"], scope["method"]
+        handler = self.routes.get((method, path))
+        if handler is None:
+            if any(p == path for _, p in self.routes):
+                return 405, {"error": f"{method} is not allowed on {path}"}
+            return 404, {"error": f"no command at {path}"}
+        try:
+            arguments = await _json_body(receive)
+        except _BadRequest as exc:
+            return exc.status, {"error": str(exc)}
+        try:
+            result = handler(arguments)
+            if isinstance(result, Awaitable):
+                result = await result
+        except (ValueError, TypeError) as exc:
+            return 400, {"error": str(exc)}
+        except GroupNotRunningError as exc:
+            return 409, {"error": str(exc)}
+        except Exception as exc:  # a command failed; the manager carries on
+            log.exception("Inspector command %s %s failed", method, path)
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}
+        return 200, result
+
+    def _authorized(self, scope: dict[str, Any]) -> bool:
+        key = self.options.inspector_api_key
+        if not key:
+            return True
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        return hmac.compare_digest(given, b"Bearer " + key.encode())
+
+    # -- commands --
+
+    def status(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "name": self.name,
+            "version": __version__,
+            "start_method": self.group.method,
+            "uptime": round(time.monotonic() - self.started, 3),
+            "pid": os.getpid(),
+            "workers": self.group.workers,
+        }
+
+    def reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        zero_downtime = _only(arguments, "zero_downtime", bool, False)
+        self.group.restart(all_workers=True, zero_downtime=zero_downtime)
+        return {"reloading": True, "zero_downtime": zero_downtime}
+
+    def shutdown(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        _only(arguments, None, None, None)
+        log.info("Inspector: shutdown requested")
+        self.group.terminate()
+        return {"stopping": True}
+
+    def scale(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        replicas = _only(arguments, "replicas", int, None)
+        if replicas is None:
+            raise ValueError('scale needs {"replicas": N}')
+        self.group.scale(replicas)
+        return {"replicas": replicas}
+
+
+def _only(arguments: dict[str, Any], key: str | None, kind: Any, default: Any) -> Any:
+    """The one argument ``key`` (of type ``kind``), refusing any other."""
+    extra = sorted(set(arguments) - {key})
+    if extra:
+        raise ValueError(f"unexpected argument(s): {', '.join(extra)}")
+    if key is None or key not in arguments:
+        return default
+    value = arguments[key]
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise ValueError(f"{key} must be {kind.__name__}, got {value!r}")
+    return value
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def _json_body(receive: Any) -> dict[str, Any]:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if len(body) > MAX_BODY:
+            raise _BadRequest(413, f"body over {MAX_BODY} bytes")
+        if not message.get("more_body"):
+            break
+    if not body.strip():
+        return {}
+    try:
+        arguments = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _BadRequest(400, f"body is not JSON: {exc}") from None
+    if not isinstance(arguments, dict):
+        raise _BadRequest(400, "body must be a JSON object")
+    return arguments
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        await send({"type": message["type"] + ".complete"})
+        if message["type"] == "lifespan.shutdown":
+            return
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value)

@@ -1,0 +1,20 @@
+"""An app with the inspector on, on a free port. RT_KEY sets the API key,
+RT_INSPECTOR_HOST the address, RT_START_METHOD the start method."""
+
+import os
+
+from runtime import Runtime
+from runtime.demo import app
+
+env = os.environ.get
+if env("RT_START_METHOD"):
+    Runtime.start_method = env("RT_START_METHOD")
+
+rt = Runtime("inspected", app=app)
+rt.config.INSPECTOR = True
+rt.config.INSPECTOR_PORT = 0
+rt.config.INSPECTOR_HOST = env("RT_INSPECTOR_HOST", "127.0.0.1")
+rt.config.INSPECTOR_API_KEY = env("RT_KEY") or None
+
+if __name__ == "__main__":
+    rt.run(host="127.0.0.1", port=0, workers=2)

@@ -1,0 +1,135 @@
+"""The inspector: the HTTP control service of a running group."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import httpx
+import pytest
+from conftest import app_script, python, wait_until
+
+pytestmark = pytest.mark.timeout(90)
+
+KEY = "s3cret-key-for-tests"
+
+
+def _inspected(launch, **env):
+    served = launch(*python(app_script("inspected.py")), env=env)
+    served.ready()
+    base = served.wait_for(r"Inspector listening on (http://\S+)").group(1)
+    return served, base
+
+
+def _servers(base, headers=None):
+    table = httpx.get(base + "/", headers=headers, timeout=10).json()["workers"]
+    return {k: v for k, v in table.items() if v["server"]}
+
+
+def test_status_reload_scale_and_shutdown(launch):
+    served, base = _inspected(launch)
+    status = httpx.get(base + "/", timeout=10).json()
+    assert status["name"] == "inspected" and status["start_method"] == "spawn"
+    assert status["pid"] == served.pid and status["uptime"] >= 0
+    assert status["workers"]["Runtime-Main"]["start_at"].endswith("+00:00")
+    before = {v["pid"] for v in _servers(base).values()}
+    reply = httpx.post(base + "/reload", json={"zero_downtime": True}, timeout=10)
+    assert reply.json() == {"reloading": True, "zero_downtime": True}
+    served.wait_for(r"Restarted Runtime-Server-1-0 .*\(zero-downtime\)")
+    assert not before & {v["pid"] for v in _servers(base).values()}
+    assert httpx.post(base + "/scale", json={"replicas": 3}, timeout=10).is_success
+
+    def three_acked():
+        servers = _servers(base)
+        return len(servers) == 3 and all(
+            v["state"] == "ACKED" for v in servers.values()
+        )
+
+    assert wait_until(three_acked, 30)
+    assert httpx.post(base + "/shutdown", timeout=10).json() == {"stopping": True}
+    assert served.wait() == 0
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("GET", "/nope", None, 404),
+        ("GET", "/scale", None, 405),
+        ("DELETE", "/", None, 405),
+        ("POST", "/scale", b"{bad", 400),
+        ("POST", "/scale", b"[1]", 400),
+        ("POST", "/scale", b'{"replicas": "3"}', 400),
+        ("POST", "/scale", b'{"replicas": 0}', 400),
+        ("POST", "/scale", b'{"replicas": true}', 400),
+        ("POST", "/scale", b"{}", 400),
+        ("POST", "/reload", b'{"zero_downtime": "yes"}', 400),
+        ("POST", "/reload", b'{"other": 1}', 400),
+        ("POST", "/scale", b'{"replicas": 3, "pad": "' + b"x" * 20000 + b'"}', 413),
+    ],
+)
+def test_bad_input_is_a_4xx_and_changes_nothing(launch, method, path, body, status):
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+    before = _servers(base)
+    reply = httpx.request(method, base + path, content=body, timeout=10)
+    assert reply.status_code == status
+    assert "error" in reply.json()
+    assert _servers(base) == before
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert "Restarted" not in served.output and "Scaled" not in served.output
+
+
+def test_api_key_is_required_and_checked(launch):
+    served, base = _inspected(launch, RT_KEY=KEY, RT_START_METHOD="fork")
+    good = {"Authorization": f"Bearer {KEY}"}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}):
+        reply = httpx.post(base + "/scale", json={"replicas": 3}, headers=headers)
+        assert reply.status_code == 401
+    assert httpx.get(base + "/", timeout=10).status_code == 401
+    assert len(_servers(base, good)) == 2
+    assert "Scaled" not in served.output
+    assert httpx.post(base + "/shutdown", headers=good, timeout=10).is_success
+    assert served.wait() == 0
+
+
+def test_exposed_without_a_key_is_refused(launch):
+    # C22
+    served = launch(
+        *python(app_script("inspected.py")), env={"RT_INSPECTOR_HOST": "0.0.0.0"}
+    )
+    assert served.wait(30) == 1
+    assert "without an API key; set INSPECTOR_API_KEY" in served.output
+    assert "Started Runtime-Server" not in served.output
+
+
+def test_restarts_under_inspector_load_with_fork(launch):
+    # C21: the service keeps answering while workers are forked and restarted.
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+    done, failures, answered = threading.Event(), [], []
+
+    def hammer():
+        with httpx.Client(timeout=10) as client:
+            while not done.is_set():
+                try:
+                    client.get(base + "/").raise_for_status()
+                    answered.append(1)
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for rolling in range(1, 6):
+            served.signal(signal.SIGHUP)
+            assert wait_until(
+                lambda r=rolling: served.count(r"\(zero-downtime\)$") >= 2 * r, 30
+            )
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+    assert failures == [] and len(answered) > 50
+    assert served.count(r" acked$") == served.count(r"INFO Started Runtime-Server")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
