@@ -4,11 +4,13 @@ from .app import Runtime
 from .config import Config
 from .errors import ConfigError, RequestRefused
 from .group import ProcessGroup
+from .inspector import Inspector
 from .start_methods import skip_start_method_setup
 
 __all__ = [
     "Config",
     "ConfigError",
+    "Inspector",
     "ProcessGroup",
     "RequestRefused",
     "Runtime",

@@ -101,6 +101,8 @@ class Runtime(metaclass=_RuntimeType):
         self._manager: ProcessGroup | None = None
         self._mux: Multiplexer | None = None
         self.import_target: str | None = None
+        self.inspector_class: type[Inspector] = Inspector
+        self.inspector_commands: dict[str, Callable[..., Any]] = {}
         self.module = sys._getframe(1).f_globals.get("__name__", "__main__")
         Runtime._registry[name] = self
 
@@ -123,6 +125,22 @@ class Runtime(metaclass=_RuntimeType):
     after_server_start = _listener("after_server_start")
     before_server_stop = _listener("before_server_stop")
     after_server_stop = _listener("after_server_stop")
+
+    def inspector_command(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: make ``fn`` an inspector command, ``POST /<fn name>``."""
+        name = getattr(fn, "__name__", "")
+        if not callable(fn) or not name.isidentifier() or name.startswith("_"):
+            raise ConfigError(
+                f"an inspector command must be a public, named function, got {fn!r}"
+            )
+        if ("POST", f"/{name}") in {
+            ("POST", "/reload"),
+            ("POST", "/shutdown"),
+            ("POST", "/scale"),
+        }:
+            raise ConfigError(f"inspector command {name!r} is built in; rename it")
+        self.inspector_commands[name] = fn
+        return fn
 
     @property
     def manager(self) -> ProcessGroup:
@@ -215,7 +233,11 @@ class Runtime(metaclass=_RuntimeType):
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
         group.watch_signals()
-        inspector = Inspector(group, self.name, options) if options.inspector else None
+        inspector = None
+        if options.inspector:
+            inspector = self.inspector_class(
+                group, self.name, options, self.inspector_commands
+            )
         try:
             if inspector is not None:
                 try:

@@ -15,13 +15,18 @@ without an API key is refused at start. With a key, every request must carry
 is 401 and nothing changes.
 
 Routes: ``GET /`` the status; ``POST /reload`` (``{"zero_downtime": bool}``),
-``POST /shutdown``, ``POST /scale`` (``{"replicas": n}``). Bad input gets a 4xx
-with a JSON error body and leaves the group untouched.
+``POST /shutdown``, ``POST /scale`` (``{"replicas": n}``); and ``POST /<name>``
+for each custom command: a function registered with ``@rt.inspector_command``
+or a public method a subclass of Inspector adds (``rt.inspector_class``), called
+with the JSON body as keyword arguments. Nothing else is reachable: no private
+name, no attribute of the service itself. Bad input gets a 4xx with a JSON
+error body and leaves the group untouched; a command that raises is a 500.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import ipaddress
 import json
 import logging
@@ -69,7 +74,13 @@ def _loopback(host: str) -> bool:
 class Inspector:
     """Answers control requests for one ProcessGroup."""
 
-    def __init__(self, group: ProcessGroup, name: str, options: RunOptions) -> None:
+    def __init__(
+        self,
+        group: ProcessGroup,
+        name: str,
+        options: RunOptions,
+        commands: dict[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.group = group
         self.name = name
         self.options = options
@@ -79,6 +90,19 @@ class Inspector:
             ("POST", "/reload"): self.reload,
             ("POST", "/shutdown"): self.shutdown,
             ("POST", "/scale"): self.scale,
+        }
+        for command, fn in {**self._own_commands(), **(commands or {})}.items():
+            self.routes[("POST", f"/{command}")] = _keywords(fn)
+
+    def _own_commands(self) -> dict[str, Callable[..., Any]]:
+        """Public methods a subclass adds; nothing of the base class itself."""
+        base = set(dir(Inspector))
+        return {
+            name: getattr(self, name)
+            for name in dir(type(self))
+            if not name.startswith("_")
+            and name not in base
+            and callable(getattr(type(self), name))
         }
         self._server: serving.AsgiServer | None = None
         self._sock: socket.socket | None = None
@@ -187,6 +211,22 @@ class Inspector:
             raise ValueError('scale needs {"replicas": N}')
         self.group.scale(replicas)
         return {"replicas": replicas}
+
+
+def _keywords(fn: Callable[..., Any]) -> Handler:
+    """A custom command: the JSON body becomes its keyword arguments."""
+
+    async def command(arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            inspect.signature(fn).bind(**arguments)
+        except TypeError as exc:
+            raise ValueError(f"bad arguments for this command: {exc}") from None
+        result = fn(**arguments)
+        if inspect.isawaitable(result):
+            result = await result
+        return {"result": result}
+
+    return command
 
 
 def _only(arguments: dict[str, Any], key: str | None, kind: Any, default: Any) -> Any:

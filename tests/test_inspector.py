@@ -133,3 +133,25 @@ def test_restarts_under_inspector_load_with_fork(launch):
     assert served.count(r" acked$") == served.count(r"INFO Started Runtime-Server")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_custom_commands_and_nothing_else(launch):
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+
+    def post(path, body=None):
+        return httpx.post(base + path, json=body, timeout=10)
+
+    assert post("/echo", {"text": "ab", "times": 2}).json() == {"result": "abab"}
+    assert post("/hello", {"who": "ops"}).json() == {
+        "result": "hello ops from inspected"
+    }
+    bad = post("/echo", {"txt": "a"})
+    assert bad.status_code == 400 and "bad arguments" in bad.json()["error"]
+    failed = post("/boom")
+    assert failed.status_code == 500
+    assert "the command failed on purpose" in failed.json()["error"]
+    for path in ("/status", "/_authorized", "/group", "/app", "/__init__", "/routes"):
+        assert post(path).status_code == 404, path
+    assert httpx.get(base + "/", timeout=10).status_code == 200  # still serving
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

@@ -1,10 +1,13 @@
 """An app with the inspector on, on a free port. RT_KEY sets the API key,
-RT_INSPECTOR_HOST the address, RT_START_METHOD the start method."""
+RT_INSPECTOR_HOST the address, RT_START_METHOD the start method. Custom
+commands: echo(text, times=1), boom() which raises, and hello(who) from a
+subclass of the Inspector."""
 
 import os
 
 from runtime import Runtime
 from runtime.demo import app
+from runtime.inspector import Inspector
 
 env = os.environ.get
 if env("RT_START_METHOD"):
@@ -15,6 +18,24 @@ rt.config.INSPECTOR = True
 rt.config.INSPECTOR_PORT = 0
 rt.config.INSPECTOR_HOST = env("RT_INSPECTOR_HOST", "127.0.0.1")
 rt.config.INSPECTOR_API_KEY = env("RT_KEY") or None
+
+
+@rt.inspector_command
+def echo(text: str, times: int = 1):
+    return text * times
+
+
+@rt.inspector_command
+async def boom():
+    raise RuntimeError("the command failed on purpose")
+
+
+class Greeting(Inspector):
+    def hello(self, who="you"):
+        return f"hello {who} from {self.name}"
+
+
+rt.inspector_class = Greeting
 
 if __name__ == "__main__":
     rt.run(host="127.0.0.1", port=0, workers=2)
