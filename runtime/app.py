@@ -195,6 +195,12 @@ class Runtime(metaclass=_RuntimeType):
         access_log: bool | None = None,
         log_level: str | None = None,
         backlog: int | None = None,
+        inspector: bool | None = None,
+        inspector_host: str | None = None,
+        inspector_port: int | None = None,
+        inspector_api_key: str | None = None,
+        inspector_tls_cert: str | None = None,
+        inspector_tls_key: str | None = None,
     ) -> None:
         """Serve until stopped. Returns after a clean stop; exits with 1 when the
         group could not start or kept failing."""

@@ -6,13 +6,14 @@ Exit codes: 0 clean stop, 1 start-up failure or crash loop, 2 bad arguments.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from . import logs, start_methods
+from . import inspect_client, logs, start_methods
 from .app import Runtime
 from .config import LOG_LEVELS
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
@@ -124,12 +125,147 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--app-dir", default=".", help="directory to import the target from"
     )
+    _inspector_options(run)
+    _inspect_command(commands)
     return parser
 
 
+def _env(name: str) -> str | None:
+    return os.environ.get(f"RUNTIME_{name}") or None
+
+
+def _inspector_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group(
+        "inspector", "the HTTP control service (each flag also reads RUNTIME_<FLAG>)"
+    )
+    group.add_argument(
+        "--inspect",
+        action="store_true",
+        default=bool(_env("INSPECTOR")),
+        help="run the inspector (RUNTIME_INSPECTOR=1)",
+    )
+    group.add_argument(
+        "--inspector-host", default=_env("INSPECTOR_HOST"), help="default: localhost"
+    )
+    group.add_argument(
+        "--inspector-port",
+        type=_port,
+        default=_env("INSPECTOR_PORT"),
+        help="default: 6457",
+    )
+    group.add_argument(
+        "--inspector-api-key",
+        default=_env("INSPECTOR_API_KEY"),
+        help="key every request must carry",
+    )
+    group.add_argument(
+        "--inspector-tls-cert",
+        default=_env("INSPECTOR_TLS_CERT"),
+        metavar="PATH",
+        help="serve the inspector over HTTPS",
+    )
+    group.add_argument(
+        "--inspector-tls-key",
+        default=_env("INSPECTOR_TLS_KEY"),
+        metavar="PATH",
+        help="the certificate's private key",
+    )
+
+
+def _inspect_command(commands: Any) -> None:
+    inspect = commands.add_parser(
+        "inspect",
+        help="see or steer a running group through its inspector",
+        description="Commands: status (default), reload [--zero-downtime], "
+        "shutdown, scale N, or a custom command with --key=value arguments.",
+    )
+    inspect.add_argument("what", nargs="?", default="status", metavar="command")
+    inspect.add_argument("args", nargs="*", help="scale: the number of workers")
+    inspect.add_argument("--host", default=_env("INSPECTOR_HOST") or "localhost")
+    inspect.add_argument(
+        "--port", type=_port, default=int(_env("INSPECTOR_PORT") or 6457)
+    )
+    inspect.add_argument(
+        "--api-key",
+        default=_env("INSPECTOR_API_KEY"),
+        help="the inspector's key (RUNTIME_INSPECTOR_API_KEY)",
+    )
+    inspect.add_argument("--secure", action="store_true", help="use HTTPS")
+    inspect.add_argument("--cafile", help="CA certificate to trust for --secure")
+    inspect.add_argument("--zero-downtime", action="store_true", help="for reload")
+    inspect.add_argument("--json", action="store_true", help="print raw JSON")
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "inspect":
+        sys.exit(_inspect(parser, args, extra))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     sys.exit(_run(args))
+
+
+def _inspect(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> int:
+    body = _inspect_body(parser, args, extra)
+    scheme = "https" if args.secure else "http"
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    address = f"{scheme}://{host}:{args.port}"
+    try:
+        result = inspect_client.call(
+            address, args.what, body, api_key=args.api_key, cafile=args.cafile
+        )
+    except inspect_client.InspectError as exc:
+        print(f"runtime inspect: {exc}", file=sys.stderr)
+        return 1
+    inspect_client.print_result(args.what, result, args.json)
+    return 0
+
+
+def _inspect_body(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
+) -> dict[str, Any] | None:
+    command, rest = args.what, args.args
+    if command == "status":
+        _no_arguments(parser, command, rest + extra)
+        return None
+    if command == "reload":
+        _no_arguments(parser, command, rest + extra)
+        return {"zero_downtime": args.zero_downtime}
+    if command == "shutdown":
+        _no_arguments(parser, command, rest + extra)
+        return {}
+    if command == "scale":
+        if len(rest) != 1 or not rest[0].isdigit() or extra:
+            parser.error(f"scale needs one whole number of workers, got {rest + extra}")
+        return {"replicas": int(rest[0])}
+    body: dict[str, Any] = {}
+    for item in extra:
+        key, sep, value = item.removeprefix("--").partition("=")
+        if not item.startswith("--") or not sep or not key.isidentifier():
+            parser.error(
+                f"custom command arguments look like --key=value, got {item!r}"
+            )
+        body[key.replace("-", "_")] = _json_or_text(value)
+    if rest:
+        body["args"] = rest
+    return body
+
+
+def _no_arguments(
+    parser: argparse.ArgumentParser, command: str, rest: list[str]
+) -> None:
+    if rest:
+        parser.error(f"{command} takes no arguments, got {' '.join(rest)}")
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -152,6 +288,12 @@ def _run(args: argparse.Namespace) -> int:
             ack_timeout=args.ack_timeout,
             log_level=args.log_level,
             access_log=args.access_log or None,
+            inspector=args.inspect or None,
+            inspector_host=args.inspector_host,
+            inspector_port=args.inspector_port,
+            inspector_api_key=args.inspector_api_key,
+            inspector_tls_cert=args.inspector_tls_cert,
+            inspector_tls_key=args.inspector_tls_key,
         )
     except (ConfigError, StartMethodError, TargetError) as exc:
         return _fail(exc, BAD_ARGUMENTS)

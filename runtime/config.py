@@ -81,6 +81,11 @@ def _key(inst: Any, attribute: attrs.Attribute, value: object) -> None:
         )
 
 
+def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{attribute.name} must be a file path, got {value!r}")
+
+
 def _crash_limit(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 1000, "use a value such as 5")
 
@@ -102,6 +107,8 @@ class Config:
     INSPECTOR_API_KEY: str | None = attrs.field(
         default=None, validator=_key, repr=False
     )
+    INSPECTOR_TLS_CERT: str | None = attrs.field(default=None, validator=_path)
+    INSPECTOR_TLS_KEY: str | None = attrs.field(default=None, validator=_path)
 
 
 @attrs.frozen
@@ -125,6 +132,8 @@ class RunOptions:
     inspector_host: str = "localhost"
     inspector_port: int = 6457
     inspector_api_key: str | None = attrs.field(default=None, repr=False)
+    inspector_tls_cert: str | None = None
+    inspector_tls_key: str | None = None
 
     @classmethod
     def build(cls, config: Config, threshold: int, **given: Any) -> RunOptions:
@@ -148,6 +157,8 @@ class RunOptions:
             "inspector_host": config.INSPECTOR_HOST,
             "inspector_port": config.INSPECTOR_PORT,
             "inspector_api_key": config.INSPECTOR_API_KEY,
+            "inspector_tls_cert": config.INSPECTOR_TLS_CERT,
+            "inspector_tls_key": config.INSPECTOR_TLS_KEY,
         }
         values.update(given)
         return cls(**_validated(values))
@@ -195,6 +206,13 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
         out[name] = _positive_number(name, out[name], "use a value such as 15")
     out["log_level"] = log_level(out["log_level"])
+    key = out.get("inspector_api_key")
+    if key is not None and (not isinstance(key, str) or len(key) < 8):
+        raise ConfigError("the inspector API key must be 8 characters or more")
+    if bool(out.get("inspector_tls_cert")) != bool(out.get("inspector_tls_key")):
+        raise ConfigError(
+            "the inspector's TLS needs both a certificate and its key; pass both"
+        )
     out["inspector_port"] = _int_in(
         "inspector_port", out["inspector_port"], 0, 65535, "e.g. 6457"
     )

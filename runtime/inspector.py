@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from . import serving, sockets
 from .children import manager_only, release
 from .config import RunOptions
-from .errors import ConfigError, GroupNotRunningError
+from .errors import BindError, ConfigError, GroupNotRunningError
 
 if TYPE_CHECKING:
     from .group import ProcessGroup
@@ -113,11 +113,20 @@ class Inspector:
             options.inspector_host, options.inspector_port, 128, inheritable=False
         )
         manager_only(self._sock)
+        tls = None
+        if options.inspector_tls_cert and options.inspector_tls_key:
+            tls = (options.inspector_tls_cert, options.inspector_tls_key)
         self._server = serving.AsgiServer(
-            self.app, keep_alive_timeout=5, access_log=False, backlog=128
+            self.app, keep_alive_timeout=5, access_log=False, backlog=128, tls=tls
         )
-        await self._server.start(self._sock)
-        log.info("Inspector listening on %s", sockets.describe(self._sock))
+        try:
+            await self._server.start(self._sock)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise BindError(f"cannot serve the inspector: {exc}") from None
+        address = sockets.describe(self._sock)
+        if tls:
+            address = address.replace("http://", "https://", 1)
+        log.info("Inspector listening on %s", address)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -67,7 +67,13 @@ class _Connections(set):
 
 class AsgiServer:
     def __init__(
-        self, app: Any, *, keep_alive_timeout: float, access_log: bool, backlog: int
+        self,
+        app: Any,
+        *,
+        keep_alive_timeout: float,
+        access_log: bool,
+        backlog: int,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         self.config = uvicorn.Config(
             app,
@@ -82,6 +88,8 @@ class AsgiServer:
             server_header=False,
             headers=[("server", "runtime")],
             backlog=backlog,
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
         )
         self.state = ServerState()
         self.state.connections = _Connections()
@@ -106,7 +114,7 @@ class AsgiServer:
         loop = asyncio.get_running_loop()
         self._refresh_headers()
         self._server = await loop.create_server(
-            factory, sock=sock, backlog=self.config.backlog
+            factory, sock=sock, backlog=self.config.backlog, ssl=self.config.ssl
         )
 
     def _refresh_headers(self) -> None:

@@ -155,3 +155,56 @@ def test_custom_commands_and_nothing_else(launch):
     assert httpx.get(base + "/", timeout=10).status_code == 200  # still serving
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["with-key", "without-key"])
+def test_fuzzed_requests_get_a_4xx_and_change_nothing(launch, keyed):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    served, base = _inspected(
+        launch, RT_KEY=KEY if keyed else "", RT_START_METHOD="fork"
+    )
+    good = {"Authorization": f"Bearer {KEY}"} if keyed else {}
+    before = _servers(base, good)
+    commands = {"/", "/reload", "/shutdown", "/scale", "/echo", "/boom", "/hello"}
+    paths = st.text(
+        alphabet="abcdefghijklmnopqrstuvwxyz_/.%-", min_size=1, max_size=20
+    ).map(lambda p: "/" + p.lstrip("/"))
+    header_values = (
+        st.text(
+            alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=40
+        )
+        .map(str.strip)
+        .filter(bool)
+    )
+
+    @settings(
+        max_examples=120,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        path=paths,
+        authorization=st.one_of(st.none(), header_values),
+        body=st.binary(max_size=300),
+    )
+    def check(method, path, authorization, body):
+        headers = {} if authorization is None else {"Authorization": authorization}
+        if keyed and authorization == good["Authorization"]:
+            headers = {}  # a right key would make some of these valid requests
+        if not keyed and path in commands:
+            body = b"\x00" + body  # never JSON, so never a valid command
+            method = "POST"
+        reply = httpx.request(method, base + path, headers=headers, content=body)
+        assert 400 <= reply.status_code < 500, (method, path, reply.status_code)
+        if keyed:
+            assert reply.status_code == 401
+
+    check()
+    assert _servers(base, good) == before
+    for word in ("Restarted", "Scaled", "Stopping", "Traceback"):
+        assert word not in served.output
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
