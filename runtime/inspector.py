@@ -93,6 +93,8 @@ class Inspector:
         }
         for command, fn in {**self._own_commands(), **(commands or {})}.items():
             self.routes[("POST", f"/{command}")] = _keywords(fn)
+        self._server: serving.AsgiServer | None = None
+        self._sock: socket.socket | None = None
 
     def _own_commands(self) -> dict[str, Callable[..., Any]]:
         """Public methods a subclass adds; nothing of the base class itself."""
@@ -104,8 +106,6 @@ class Inspector:
             and name not in base
             and callable(getattr(type(self), name))
         }
-        self._server: serving.AsgiServer | None = None
-        self._sock: socket.socket | None = None
 
     async def start(self) -> None:
         options = self.options

@@ -136,3 +136,28 @@ def test_the_inspector_over_tls(launch, tmp_path):
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
     assert wait_until(lambda: served.proc.poll() is not None, 5)
+
+
+def test_inspector_port_in_use_fails_start_up_cleanly(launch):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = str(taken.getsockname()[1])
+        served = launch(
+            *python(
+                "-m",
+                "runtime",
+                "run",
+                "--port",
+                "0",
+                "--inspect",
+                "--inspector-host",
+                "127.0.0.1",
+                "--inspector-port",
+                port,
+            )
+        )
+        assert served.wait(30) == 1
+    assert f"Inspector: cannot listen on 127.0.0.1:{port}" in served.output
+    assert "Started Runtime-Server" not in served.output
+    assert "Traceback" not in served.output
