@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from . import logs, sockets, start_methods
+from . import logs, reloader, sockets, start_methods
 from .config import Config, RunOptions
 from .errors import (
     BindError,
@@ -100,6 +101,7 @@ class Runtime(metaclass=_RuntimeType):
         self.shared_ctx = SharedContext()
         self._manager: ProcessGroup | None = None
         self._mux: Multiplexer | None = None
+        self._reloading = False
         self.import_target: str | None = None
         self.inspector_class: type[Inspector] = Inspector
         self.inspector_commands: dict[str, Callable[..., Any]] = {}
@@ -178,7 +180,9 @@ class Runtime(metaclass=_RuntimeType):
         return self._resolver().resolve()
 
     def _resolver(self) -> start_methods.StartMethodResolver:
-        return start_methods.StartMethodResolver(self.start_method)
+        return start_methods.StartMethodResolver(
+            self.start_method, reload=self._reloading
+        )
 
     def run(
         self,
@@ -201,6 +205,10 @@ class Runtime(metaclass=_RuntimeType):
         inspector_api_key: str | None = None,
         inspector_tls_cert: str | None = None,
         inspector_tls_key: str | None = None,
+        auto_reload: bool | None = None,
+        reload_dirs: list[str] | None = None,
+        reload_include: list[str] | None = None,
+        reload_exclude: list[str] | None = None,
     ) -> None:
         """Serve until stopped. Returns after a clean stop; exits with 1 when the
         group could not start or kept failing."""
@@ -222,19 +230,22 @@ class Runtime(metaclass=_RuntimeType):
         logs.configure(options.log_level, options.access_log)
         if options.single_process:
             return run_single(self, options)
-        resolver = self._resolver()
-        ctx = resolver.resolve()
+        self._reloading = options.auto_reload
+        ctx = self._resolver().resolve()
         self._check_importable(ctx.get_start_method())
         sock = sockets.listen(options)
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
             self._manager = ProcessGroup(ctx, sock, options)
+            if options.auto_reload:
+                self._manager.reload_spec = self._reload_spec(options)
             start_methods.start_forkserver(ctx, self._preload())
             return asyncio.run(self._manage(self._manager, options))
         finally:
             Runtime._active_runs -= 1
             self._manager = None
+            self._reloading = False
             sockets.close(sock, options)
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
@@ -311,14 +322,29 @@ class Runtime(metaclass=_RuntimeType):
                 f"in a module file, or set Runtime.start_method = 'fork'"
             )
 
+    def _app_module(self) -> str:
+        if self.import_target is not None:
+            return self.import_target.partition(":")[0]
+        return self.module
+
+    def _reload_spec(self, options: RunOptions) -> reloader.ReloadSpec:
+        roots = [reloader.source_root(self._app_module()), *options.reload_dirs]
+        return reloader.ReloadSpec(
+            roots=tuple(dict.fromkeys(roots)),
+            include=("*.py", *options.reload_include),
+            exclude=options.reload_exclude,
+            ignore_paths=tuple(os.path.abspath(p) for p in [options.uds] if p),
+        )
+
     def _preload(self) -> list[str]:
         # Libraries only: the user's own modules are imported afresh by each
         # worker, so that a restart serves the code that is on disk now.
+        own = self._app_module().partition(".")[0]
         return [
             "runtime.worker",
             "uvloop",
             "uvicorn.protocols.http.httptools_impl",
-            *start_methods.installed_packages(),
+            *(p for p in start_methods.installed_packages() if p != own),
         ]
 
 

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--app-dir", default=".", help="directory to import the target from"
     )
+    _reload_options(run)
     _inspector_options(run)
     _inspect_command(commands)
     return parser
@@ -132,6 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _env(name: str) -> str | None:
     return os.environ.get(f"RUNTIME_{name}") or None
+
+
+def _reload_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group(
+        "reload", "restart the workers when source files change (for development)"
+    )
+    group.add_argument(
+        "--reload", action="store_true", help="watch the app's source directory"
+    )
+    group.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        help="also watch DIR (repeatable; implies --reload)",
+    )
+    group.add_argument(
+        "--reload-include",
+        action="append",
+        metavar="PATTERN",
+        help="files that count besides *.py, e.g. '*.html' (repeatable)",
+    )
+    group.add_argument(
+        "--reload-exclude",
+        action="append",
+        metavar="PATTERN",
+        help="files that never count, e.g. 'tests/*' (repeatable)",
+    )
 
 
 def _inspector_options(run: argparse.ArgumentParser) -> None:
@@ -294,6 +322,10 @@ def _run(args: argparse.Namespace) -> int:
             inspector_api_key=args.inspector_api_key,
             inspector_tls_cert=args.inspector_tls_cert,
             inspector_tls_key=args.inspector_tls_key,
+            auto_reload=args.reload or None,
+            reload_dirs=args.reload_dir,
+            reload_include=args.reload_include,
+            reload_exclude=args.reload_exclude,
         )
     except (ConfigError, StartMethodError, TargetError) as exc:
         return _fail(exc, BAD_ARGUMENTS)

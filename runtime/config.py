@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 import attrs
@@ -86,6 +87,44 @@ def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
         raise ConfigError(f"{attribute.name} must be a file path, got {value!r}")
 
 
+def _dirs(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    reload_dirs(value, attribute.name)
+
+
+def _patterns(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    patterns(value, attribute.name)
+
+
+def _files(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{attribute.name} must be a tuple of paths, got {value!r}")
+
+
+def reload_dirs(value: object, name: str = "reload_dirs") -> tuple[str, ...]:
+    """``value`` as a tuple of existing directories; ConfigError otherwise."""
+    items = _strings(value, name, "directories")
+    for item in items:
+        if not os.path.isdir(item):
+            raise ConfigError(
+                f"reload directory {item!r} does not exist or is not a directory; "
+                f"pass an existing directory"
+            )
+    return tuple(os.path.abspath(item) for item in items)
+
+
+def patterns(value: object, name: str) -> tuple[str, ...]:
+    """``value`` as a tuple of glob patterns such as ``*.py``; ConfigError otherwise."""
+    return _strings(value, name, "glob patterns such as '*.html'")
+
+
+def _strings(value: object, name: str, what: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{name} must be a list of {what}, got {value!r}")
+    if not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{name} must be a list of {what}, got {value!r}")
+    return tuple(value)
+
+
 def _crash_limit(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 1000, "use a value such as 5")
 
@@ -109,6 +148,12 @@ class Config:
     )
     INSPECTOR_TLS_CERT: str | None = attrs.field(default=None, validator=_path)
     INSPECTOR_TLS_KEY: str | None = attrs.field(default=None, validator=_path)
+    AUTO_RELOAD: bool = attrs.field(default=False, validator=_flag)
+    RELOAD_DIRS: tuple[str, ...] = attrs.field(default=(), validator=_dirs)
+    RELOAD_INCLUDE: tuple[str, ...] = attrs.field(default=(), validator=_patterns)
+    RELOAD_EXCLUDE: tuple[str, ...] = attrs.field(default=(), validator=_patterns)
+    # Set by the runtime in a server worker started by a reload: the changed files.
+    RELOADED_FILES: tuple[str, ...] = attrs.field(default=(), validator=_files)
 
 
 @attrs.frozen
@@ -134,6 +179,10 @@ class RunOptions:
     inspector_api_key: str | None = attrs.field(default=None, repr=False)
     inspector_tls_cert: str | None = None
     inspector_tls_key: str | None = None
+    auto_reload: bool = False
+    reload_dirs: tuple[str, ...] = ()
+    reload_include: tuple[str, ...] = ()  # besides *.py
+    reload_exclude: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, config: Config, threshold: int, **given: Any) -> RunOptions:
@@ -159,8 +208,14 @@ class RunOptions:
             "inspector_api_key": config.INSPECTOR_API_KEY,
             "inspector_tls_cert": config.INSPECTOR_TLS_CERT,
             "inspector_tls_key": config.INSPECTOR_TLS_KEY,
+            "auto_reload": config.AUTO_RELOAD,
+            "reload_dirs": config.RELOAD_DIRS,
+            "reload_include": config.RELOAD_INCLUDE,
+            "reload_exclude": config.RELOAD_EXCLUDE,
         }
         values.update(given)
+        if values["reload_dirs"] and "auto_reload" not in given:
+            values["auto_reload"] = True  # naming directories to watch asks for it
         return cls(**_validated(values))
 
     @property
@@ -216,6 +271,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     out["inspector_port"] = _int_in(
         "inspector_port", out["inspector_port"], 0, 65535, "e.g. 6457"
     )
+    _validate_reload(out)
     for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
@@ -224,3 +280,18 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         "crash_loop_limit", out["crash_loop_limit"], 1, 1000, "e.g. 5"
     )
     return out
+
+
+def _validate_reload(out: dict[str, Any]) -> None:
+    out["reload_dirs"] = reload_dirs(out["reload_dirs"])
+    out["reload_include"] = patterns(out["reload_include"], "reload_include")
+    out["reload_exclude"] = patterns(out["reload_exclude"], "reload_exclude")
+    if not isinstance(out["auto_reload"], bool):
+        raise ConfigError(
+            f"auto_reload must be True or False, got {out['auto_reload']!r}"
+        )
+    if out["auto_reload"] and out.get("single_process"):
+        raise ConfigError(
+            "auto_reload restarts worker processes, which single_process has none "
+            "of; drop one of them"
+        )

@@ -54,6 +54,9 @@ class CustomSpec:
     tracked: bool
     workers: int
     auto_start: bool
+    # The runtime's own processes (the reloader) talk to the manager: their
+    # target gets the pipe as ``pipe=``.
+    pipe: bool = False
 
     def process_names(self) -> list[str]:
         return [f"Runtime-{self.name}-{i}" for i in range(self.workers)]
@@ -131,6 +134,7 @@ def custom_main(
     kwargs: dict[str, Any],
     log_level: str,
     grace: float,
+    pass_pipe: bool,
     conn: Connection,
 ) -> None:
     """Process entry point of a custom process."""
@@ -150,7 +154,7 @@ def custom_main(
             target=_watch_manager, args=(conn, grace, orphaned), daemon=True
         )
         watcher.start()
-        result = func(**kwargs)
+        result = func(**kwargs, pipe=conn) if pass_pipe else func(**kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
     except KeyboardInterrupt:

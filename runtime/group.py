@@ -39,7 +39,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from . import start_methods
+import attrs
+
+from . import reloader, start_methods
 from .children import (
     CONTROL_SIGNALS,
     STOP_SIGNALS,
@@ -58,6 +60,7 @@ from .messages import (
     Ack,
     Failed,
     ManageRequest,
+    Reload,
     Reply,
     RestartRequest,
     ScaleRequest,
@@ -80,6 +83,7 @@ QUICK_DEATH = 10.0  # a process dying sooner after its start counts toward a loo
 BACKOFF_FIRST = 0.5  # seconds before the second quick respawn; doubles each time
 BACKOFF_MAX = 30.0
 SELF_STOP_GRACE = 0.5  # seconds to wait for the manager's own stop signal
+RELOADER = f"Runtime-{reloader.NAME}-0"
 
 
 class ProcessGroup:
@@ -95,6 +99,8 @@ class ProcessGroup:
         self.sock = sock
         self.options = options
         self.spec: WorkerSpec | None = None
+        self.reload_spec: reloader.ReloadSpec | None = None
+        self.reloaded: tuple[str, ...] = ()  # the files of the latest reload
         self.size = options.workers
         self.slots: dict[int, Slot] = {}
         self.customs: dict[str, CustomSpec] = {}  # by process name
@@ -291,6 +297,8 @@ class ProcessGroup:
         try:
             if not self._stop.is_set() and await self._start_servers():
                 self._serving = True
+                if self.reload_spec is not None:
+                    self._start_reloader(self.reload_spec)
                 self.conductor.start()
                 await self._ready(on_ready)
                 await self._stop.wait()
@@ -362,6 +370,28 @@ class ProcessGroup:
                 )
         self.stop(1)
 
+    def _start_reloader(self, spec: reloader.ReloadSpec) -> None:
+        self._add_custom(
+            CustomSpec(
+                reloader.NAME,
+                reloader.watch,
+                {"spec": spec},
+                transient=False,
+                restartable=False,
+                tracked=True,
+                workers=1,
+                auto_start=True,
+                pipe=True,
+            )
+        )
+
+    def _reload(self, paths: tuple[str, ...]) -> None:
+        if self._stop.is_set():
+            return
+        log.info("Reloading: %s changed", reloader.describe(paths))
+        self.reloaded = paths
+        self.restart(all_workers=True, zero_downtime=True)
+
     # -- verbs the conductor uses --
 
     def add_slot(self) -> Slot:
@@ -382,7 +412,8 @@ class ProcessGroup:
         entry = self.entries[name] = ProcessEntry(server=True, starts=slot.starts)
         if slot.starts > 1:
             entry.restart_at = now()
-        child = self._launch(entry, name, worker_main, (self.spec, self.sock), slot)
+        spec = attrs.evolve(self.spec, reloaded=self.reloaded)
+        child = self._launch(entry, name, worker_main, (spec, self.sock), slot)
         if slot.child is None or not slot.serving:
             slot.child = child
         return child
@@ -475,7 +506,13 @@ class ProcessGroup:
         if previous:
             entry.restart_at = now()
         options = self.options
-        args = (spec.func, spec.kwargs, options.log_level, options.graceful_timeout)
+        args = (
+            spec.func,
+            spec.kwargs,
+            options.log_level,
+            options.graceful_timeout,
+            spec.pipe,
+        )
         try:
             return self._launch(entry, name, custom_main, args, custom=spec)
         except StartFailedError as exc:
@@ -546,6 +583,8 @@ class ProcessGroup:
             self._send_table(child)
         elif isinstance(message, StateUpdate):
             self._update_user_state(child, message)
+        elif isinstance(message, Reload) and child.name == RELOADER:
+            self._reload(message.paths)
         else:
             self._request(child, message)
 

@@ -9,7 +9,8 @@ Child to manager:
     ``Ack`` once serving; ``Failed`` when start-up raised; ``Stopping`` when a
     stop signal reached it directly; ``StateSeen`` after each ``StateTable``;
     requests (``RestartRequest``, ``ScaleRequest``, ``TerminateRequest``,
-    ``ManageRequest``) and ``StateUpdate`` from the multiplexer (``rt.m``).
+    ``ManageRequest``) and ``StateUpdate`` from the multiplexer (``rt.m``);
+    ``Reload`` from the reloader.
 Manager to child:
     ``Stop`` to drain and exit; ``StateTable`` whenever any process's state
     changed; ``Reply`` to every request, with the reason if it was refused.
@@ -48,6 +49,13 @@ class Stopping:
     """The worker received a stop signal itself and is draining."""
 
     signal: str
+
+
+@attrs.frozen
+class Reload:
+    """From the reloader: these source files changed; restart what is transient."""
+
+    paths: tuple[str, ...]
 
 
 @attrs.frozen

@@ -196,11 +196,14 @@ class Conductor:
             replace = self._replace if zero_downtime else self._stop_then_start
             if not await replace(slot) and zero_downtime and self._rolling:
                 log.error(
-                    "Rolling restart stopped; not restarted: %s",
+                    "Rolling restart stopped; not restarted: %s%s",
                     ", ".join(
                         f"Runtime-Server-{i}" if isinstance(i, int) else i
                         for i in self._rolling
                     ),
+                    "; the next code change tries again"
+                    if self.group.reload_spec is not None
+                    else "",
                 )
                 self._rolling.clear()
 

@@ -84,46 +84,66 @@ def validate(method: object) -> str:
 
 
 class StartMethodResolver:
-    """Turns the requested start method into a ``multiprocessing`` context."""
+    """Turns the requested start method into a ``multiprocessing`` context.
 
-    def __init__(self, requested: str, *, skip: bool | None = None) -> None:
+    With ``reload``, fork becomes spawn: a forked worker runs the code the
+    manager imported at start-up, so it could never serve a change.
+    """
+
+    def __init__(
+        self, requested: str, *, skip: bool | None = None, reload: bool = False
+    ) -> None:
         self.requested = validate(requested)
         self.skip = _skip_setup if skip is None else skip
+        self.reload = reload
 
     @property
     def method(self) -> str:
         """The method the runtime's processes will use, without fixing anything."""
+        chosen = self._chosen()
+        return "spawn" if self.reload and chosen == "fork" else chosen
+
+    def _chosen(self) -> str:
         if self.skip:
             current = multiprocessing.get_start_method(allow_none=True)
             return current or available()[0]
         return self.requested
 
     def resolve(self) -> BaseContext:
-        if self.skip:
+        if self.reload and self._chosen() == "fork":
+            _warn_once(
+                ("reload", "fork"),
+                "Auto-reload: forked workers would keep running the code the "
+                "manager imported at start-up, so workers start with spawn while "
+                "reloading (the fork start method applies without reload)",
+            )
+            if self.skip:
+                return multiprocessing.get_context("spawn")
+            wanted = "spawn"
+        elif self.skip:
             return multiprocessing.get_context()
+        else:
+            wanted = self.requested
         current = multiprocessing.get_start_method(allow_none=True)
         if current is None:
-            multiprocessing.set_start_method(self.requested)
-        elif current != self.requested:
-            self._warn_conflict(current)
-        return multiprocessing.get_context(self.requested)
+            multiprocessing.set_start_method(wanted)
+        elif current != wanted:
+            _warn_once(
+                (wanted, current),
+                f"Start method {wanted!r} was requested but Python's global start "
+                f"method is already {current!r}; the runtime starts its processes "
+                f"from an explicit {wanted!r} context. Build shared objects from "
+                f"rt.context (for example rt.context.Queue()), set "
+                f"Runtime.start_method = {current!r} to follow the global method, "
+                f"or call skip_start_method_setup() to use it as is.",
+            )
+        return multiprocessing.get_context(wanted)
 
-    def _warn_conflict(self, current: str) -> None:
-        key = (self.requested, current)
-        if key in _warned:
-            return
+
+def _warn_once(key: tuple[str, str], message: str) -> None:
+    if key not in _warned:
         _warned.add(key)
-        log.warning(
-            "Start method %r was requested but Python's global start method is "
-            "already %r; the runtime starts its processes from an explicit %r "
-            "context. Build shared objects from rt.context (for example "
-            "rt.context.Queue()), set Runtime.start_method = %r to follow the "
-            "global method, or call skip_start_method_setup() to use it as is.",
-            self.requested,
-            current,
-            self.requested,
-            current,
-        )
+        log.warning("%s", message)
 
 
 def check_transferable(method: str, items: Mapping[str, object]) -> None:

@@ -67,6 +67,7 @@ class WorkerSpec:
     target: str | None
     options: RunOptions
     shared: dict[str, Any]
+    reloaded: tuple[str, ...] = ()  # the changed files, if a reload started it
 
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
@@ -79,6 +80,7 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None
         runtime = find_runtime(spec)
         name = multiprocessing.current_process().name
         runtime.enter_worker(spec.shared, Multiplexer(conn, name))
+        runtime.config.RELOADED_FILES = spec.reloaded
     except RuntimeErrorBase as exc:
         _report(conn, exc, "")
         sys.exit(1)

@@ -87,6 +87,8 @@ def test_every_log_line_names_process_and_pid(launch):
         (["--host", "999.1.1.1"], ["'999.1.1.1'"]),
         (["--uds", "/nonexistent/dir/x.sock"], ["/nonexistent/dir", "directory"]),
         (["--fd", "99"], ["fd 99", "not an open socket"]),
+        (["--reload-dir", "/nonexistent/src"], ["'/nonexistent/src'", "directory"]),
+        (["--reload", "--single-process"], ["auto_reload", "single_process"]),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):
