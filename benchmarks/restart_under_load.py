@@ -37,7 +37,10 @@ Run it with the project's interpreter::
 
     python benchmarks/restart_under_load.py [--workers 2] [--start-method spawn]
         [--duration 40] [--every 1.5] [--connections 32] [--min-restarts 20]
-        [--json]
+        [--runtime-arg=--hang-timeout=0 ...] [--json]
+
+``--every 0 --min-restarts 0`` makes it a plain throughput run (used to compare
+the runtime with hang detection on and off).
 
 Progress goes to stderr; the table (or, with ``--json``, the raw results) goes to
 stdout. The exit status is 1 if any request failed, fewer than
@@ -111,8 +114,9 @@ class Manager:
         self.reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, workers: int, method: str) -> Manager:
+    async def start(cls, workers: int, method: str, extra: list[str]) -> Manager:
         args = ["--port", "0", "--workers", str(workers), "--start-method", method]
+        args += extra
         proc = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "runtime", "run", *args],
             stdin=asyncio.subprocess.DEVNULL,
@@ -190,7 +194,10 @@ class Manager:
 
 
 async def send_hups(manager: Manager, every: float, until: float) -> None:
-    """SIGHUP the manager every ``every`` seconds until ``until`` (monotonic)."""
+    """SIGHUP the manager every ``every`` seconds until ``until`` (monotonic);
+    never if ``every`` is 0."""
+    if not every:
+        return
     next_at = time.monotonic() + every
     while next_at < until:
         await asyncio.sleep(next_at - time.monotonic())
@@ -440,7 +447,7 @@ async def load_and_restart(
 
 async def bench(args: argparse.Namespace) -> Result:
     result = Result(args.start_method, args.workers, args.connections, args.every)
-    manager = await Manager.start(args.workers, args.start_method)
+    manager = await Manager.start(args.workers, args.start_method, args.runtime_arg)
     start = end = time.monotonic()
     try:
         result.load, start, end = await load_and_restart(manager, args)
@@ -587,6 +594,10 @@ def seconds(text: str) -> float:
     return value
 
 
+def seconds_or_never(text: str) -> float:
+    return 0.0 if text.strip() in ("0", "0.0") else seconds(text)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
@@ -598,13 +609,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how workers start (default spawn)",
     )
     add("--duration", type=seconds, default=40.0, help="seconds of load (40)")
-    add("--every", type=seconds, default=1.5, help="seconds between SIGHUPs (1.5)")
+    add(
+        "--every",
+        type=seconds_or_never,
+        default=1.5,
+        help="seconds between SIGHUPs (1.5; 0: none, a plain throughput run)",
+    )
     add("--connections", type=positive, default=32, help="connections (32)")
     add(
         "--min-restarts",
         type=int,
         default=20,
         help="fewest rolling restarts that pass (20)",
+    )
+    add(
+        "--runtime-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="pass ARG to `runtime run` (repeatable), e.g. =--hang-timeout=0",
     )
     add("--json", action="store_true", help="print JSON instead")
     return parser.parse_args(argv)

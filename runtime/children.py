@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
@@ -35,6 +37,28 @@ from .state import ProcessEntry, State
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 MANAGER_SIGNALS = STOP_SIGNALS + CONTROL_SIGNALS
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Have the kernel send ``sig`` to this process when its parent ends.
+
+    Linux only; elsewhere the pipe to the manager closing is the only sign. The
+    parent of a forkserver child is the fork server, which itself exits when
+    the manager ends. A parent that ended already leaves us to init: stop now.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        os.kill(os.getpid(), sig)
+
 
 REPEAT_WINDOW = 0.3  # seconds in which a repeated stop signal counts once
 
@@ -120,6 +144,9 @@ class Child:
     custom: CustomSpec | None = None
     table_in_flight: bool = False
     table_version: int = 0
+    last_beat: float = 0.0  # loop time of its latest Beat
+    hang_timer: asyncio.TimerHandle | None = None
+    hung: bool = False
     exit_fd: int = attrs.field(init=False, default=-1)
     _owns_exit_fd: bool = attrs.field(init=False, default=False)
 

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--app-dir", default=".", help="directory to import the target from"
     )
+    _health_options(run)
     _reload_options(run)
     _inspector_options(run)
     _inspect_command(commands)
@@ -133,6 +134,68 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _env(name: str) -> str | None:
     return os.environ.get(f"RUNTIME_{name}") or None
+
+
+def _seconds_or_off(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more seconds")
+    return value
+
+
+def _count_or_off(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more")
+    return value
+
+
+def _health_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group(
+        "worker health", "hung-loop detection and recycling (0 turns each off)"
+    )
+    group.add_argument(
+        "--hang-timeout",
+        type=_seconds_or_off,
+        metavar="SECONDS",
+        help="replace a worker whose event loop is blocked this long (default: 30)",
+    )
+    group.add_argument(
+        "--max-requests",
+        type=_count_or_off,
+        metavar="N",
+        help="replace a worker after N requests, without downtime",
+    )
+    group.add_argument(
+        "--max-requests-jitter",
+        type=_count_or_off,
+        metavar="J",
+        help="add a random 0..J to each worker's --max-requests",
+    )
+    group.add_argument(
+        "--max-lifetime",
+        type=_seconds_or_off,
+        metavar="SECONDS",
+        help="replace a worker after it served this long, without downtime",
+    )
+    group.add_argument(
+        "--max-lifetime-jitter",
+        type=_seconds_or_off,
+        metavar="SECONDS",
+        help="add a random 0..SECONDS to each worker's --max-lifetime",
+    )
+    group.add_argument(
+        "--max-worker-memory",
+        type=_count_or_off,
+        metavar="MIB",
+        help="replace a worker whose resident memory exceeds MIB mebibytes",
+    )
 
 
 def _reload_options(run: argparse.ArgumentParser) -> None:
@@ -322,6 +385,12 @@ def _run(args: argparse.Namespace) -> int:
             inspector_api_key=args.inspector_api_key,
             inspector_tls_cert=args.inspector_tls_cert,
             inspector_tls_key=args.inspector_tls_key,
+            hang_timeout=args.hang_timeout,
+            max_requests=args.max_requests,
+            max_requests_jitter=args.max_requests_jitter,
+            max_lifetime=args.max_lifetime,
+            max_lifetime_jitter=args.max_lifetime_jitter,
+            max_worker_memory=args.max_worker_memory,
             auto_reload=args.reload or None,
             reload_dirs=args.reload_dir,
             reload_include=args.reload_include,

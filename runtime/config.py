@@ -28,6 +28,16 @@ def _positive_number(name: str, value: object, fix: str) -> float:
     return float(value)
 
 
+def _seconds_or_off(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(
+            f"{name} must be 0 (off) or a positive number of seconds, got {value!r}"
+        )
+    return float(value)
+
+
 def _int_in(name: str, value: object, low: int, high: int, fix: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be an integer, got {value!r}; {fix}")
@@ -125,6 +135,14 @@ def _strings(value: object, name: str, what: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _off_or_seconds(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _seconds_or_off(attribute.name, value)
+
+
+def _off_or_count(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    _int_in(attribute.name, value, 0, 2**62, "0 turns it off")
+
+
 def _crash_limit(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     _int_in(attribute.name, value, 1, 1000, "use a value such as 5")
 
@@ -148,6 +166,12 @@ class Config:
     )
     INSPECTOR_TLS_CERT: str | None = attrs.field(default=None, validator=_path)
     INSPECTOR_TLS_KEY: str | None = attrs.field(default=None, validator=_path)
+    HANG_TIMEOUT: float = attrs.field(default=30.0, validator=_off_or_seconds)
+    MAX_REQUESTS: int = attrs.field(default=0, validator=_off_or_count)
+    MAX_REQUESTS_JITTER: int = attrs.field(default=0, validator=_off_or_count)
+    MAX_LIFETIME: float = attrs.field(default=0.0, validator=_off_or_seconds)
+    MAX_LIFETIME_JITTER: float = attrs.field(default=0.0, validator=_off_or_seconds)
+    MAX_WORKER_MEMORY: int = attrs.field(default=0, validator=_off_or_count)
     AUTO_RELOAD: bool = attrs.field(default=False, validator=_flag)
     RELOAD_DIRS: tuple[str, ...] = attrs.field(default=(), validator=_dirs)
     RELOAD_INCLUDE: tuple[str, ...] = attrs.field(default=(), validator=_patterns)
@@ -179,6 +203,12 @@ class RunOptions:
     inspector_api_key: str | None = attrs.field(default=None, repr=False)
     inspector_tls_cert: str | None = None
     inspector_tls_key: str | None = None
+    hang_timeout: float = 30.0  # 0: off
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_lifetime: float = 0.0
+    max_lifetime_jitter: float = 0.0
+    max_worker_memory: int = 0  # MiB
     auto_reload: bool = False
     reload_dirs: tuple[str, ...] = ()
     reload_include: tuple[str, ...] = ()  # besides *.py
@@ -208,6 +238,12 @@ class RunOptions:
             "inspector_api_key": config.INSPECTOR_API_KEY,
             "inspector_tls_cert": config.INSPECTOR_TLS_CERT,
             "inspector_tls_key": config.INSPECTOR_TLS_KEY,
+            "hang_timeout": config.HANG_TIMEOUT,
+            "max_requests": config.MAX_REQUESTS,
+            "max_requests_jitter": config.MAX_REQUESTS_JITTER,
+            "max_lifetime": config.MAX_LIFETIME,
+            "max_lifetime_jitter": config.MAX_LIFETIME_JITTER,
+            "max_worker_memory": config.MAX_WORKER_MEMORY,
             "auto_reload": config.AUTO_RELOAD,
             "reload_dirs": config.RELOAD_DIRS,
             "reload_include": config.RELOAD_INCLUDE,
@@ -272,6 +308,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         "inspector_port", out["inspector_port"], 0, 65535, "e.g. 6457"
     )
     _validate_reload(out)
+    _validate_health(out)
     for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
@@ -280,6 +317,13 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         "crash_loop_limit", out["crash_loop_limit"], 1, 1000, "e.g. 5"
     )
     return out
+
+
+def _validate_health(out: dict[str, Any]) -> None:
+    for name in ("hang_timeout", "max_lifetime", "max_lifetime_jitter"):
+        out[name] = _seconds_or_off(name, out[name])
+    for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
+        out[name] = _int_in(name, out[name], 0, 2**62, "0 turns it off")
 
 
 def _validate_reload(out: dict[str, Any]) -> None:

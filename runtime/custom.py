@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from . import logs, start_methods
-from .children import CONTROL_SIGNALS, MANAGER_SIGNALS
+from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, die_with_parent
 from .errors import ConfigError, SharedContextError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -146,6 +146,7 @@ def custom_main(
         signal.signal(sig, signal.SIG_IGN)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    parent = os.getppid()
     orphaned = threading.Event()
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
@@ -154,6 +155,7 @@ def custom_main(
             target=_watch_manager, args=(conn, grace, orphaned), daemon=True
         )
         watcher.start()
+        die_with_parent()
         result = func(**kwargs, pipe=conn) if pass_pipe else func(**kwargs)
         if inspect.iscoroutine(result):
             asyncio.run(result)
@@ -161,7 +163,7 @@ def custom_main(
         pass
     finally:
         _stopping.set()  # no interrupting the exit
-        if orphaned.is_set():
+        if orphaned.is_set() or os.getppid() != parent:
             _end_group(signal.SIGKILL)  # nobody else will end what it started
 
 

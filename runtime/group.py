@@ -17,6 +17,9 @@ respawns change which process fills a slot; they are carried out one at a time b
 the conductor (``restarts.py``). A worker that dies while serving is respawned at
 once; one that dies again soon after starting waits with exponential backoff, and
 after ``crash_loop_limit`` such deaths in a row the group stops with exit code 1.
+A serving worker whose beats stop (a blocked loop) is stopped, killed if need be
+and replaced; one that reached a recycling limit is replaced without downtime
+(see ``health.py``).
 
 The state table (``workers``) has one entry per process. It is pushed to the
 server workers (for ``rt.m``) whenever it changes, at most one copy in flight per
@@ -55,11 +58,14 @@ from .children import (
 from .config import RunOptions
 from .custom import CustomSpec, custom_main, custom_spec
 from .errors import ConfigError, GroupNotRunningError, StartFailedError
+from .health import HANG_KILL_GRACE, HangWatch
 from .logs import MAIN_NAME
 from .messages import (
     Ack,
+    Beat,
     Failed,
     ManageRequest,
+    Recycle,
     Reload,
     Reply,
     RestartRequest,
@@ -115,6 +121,7 @@ class ProcessGroup:
         }
         self.exit_code = 0
         self.conductor = Conductor(self)
+        self.hangs = HangWatch(options.hang_timeout, self._on_hung)
         self._live: dict[str, Child] = {}
         self._stop = asyncio.Event()
         self._signals = StopSignals()
@@ -476,6 +483,7 @@ class ProcessGroup:
         if not child.alive:
             return
         child.stopping = True
+        self.hangs.forget(child)
         if child.custom is not None:
             child.process.terminate()
             limit = self.options.graceful_timeout
@@ -569,7 +577,9 @@ class ProcessGroup:
             log.exception("Dropped a message from %s that failed", child.label())
 
     def _handle(self, child: Child, message: object) -> None:
-        if isinstance(message, Ack):
+        if isinstance(message, Beat):
+            self.hangs.beat(child)
+        elif isinstance(message, Ack):
             self._acked(child)
         elif isinstance(message, Failed):
             child.failure = message
@@ -583,6 +593,8 @@ class ProcessGroup:
             self._send_table(child)
         elif isinstance(message, StateUpdate):
             self._update_user_state(child, message)
+        elif isinstance(message, Recycle):
+            self._recycle(child, message.reason)
         elif isinstance(message, Reload) and child.name == RELOADER:
             self._reload(message.paths)
         else:
@@ -594,7 +606,44 @@ class ProcessGroup:
         child.entry.state = State.ACKED
         child.acked.set_result(None)
         log.info("%s acked", child.label())
+        if child.slot is not None:
+            self.hangs.watch(child)
         self.changed()
+
+    def _on_hung(self, child: Child, silent: float) -> None:
+        log.critical(
+            "%s has not answered for %.1f s (hang timeout %g s): its event loop "
+            "is blocked. Stopping it and starting a new one",
+            child.label(),
+            silent,
+            self.options.hang_timeout,
+        )
+        child.hung = True
+        child.send(Stop())
+        loop = asyncio.get_running_loop()
+        loop.call_later(HANG_KILL_GRACE, self._kill_hung, child)
+
+    def _kill_hung(self, child: Child) -> None:
+        if child.alive:
+            log.warning(
+                "%s is still hung %g s later; killing it",
+                child.label(),
+                HANG_KILL_GRACE,
+            )
+            child.process.kill()
+
+    def _recycle(self, child: Child, reason: str) -> None:
+        slot = child.slot
+        if (
+            slot is None
+            or slot.child is not child
+            or child.stopping
+            or not self._serving
+            or self._stop.is_set()
+        ):
+            return
+        log.info("Recycling %s: %s", child.label(), reason)
+        self.conductor.restart([slot.index], True)
 
     def _update_user_state(self, child: Child, message: StateUpdate) -> None:
         values = {k: v for k, v in message.values.items() if k not in SYSTEM_KEYS}
@@ -649,6 +698,7 @@ class ProcessGroup:
             )
             os.kill(child.pid, signal.SIGKILL)
         del self._live[child.name]
+        self.hangs.forget(child)
         child.entry.state = exit_state(child, code)
         child.exited.set_result(code)
         self._log_exit(child, code)
@@ -712,7 +762,9 @@ class ProcessGroup:
                 hint = " (restart it by name)" if child.custom.restartable else ""
                 log.error("%s died (%s)%s", child.label(), why, hint)
             return
-        if child.stopping:
+        if child.hung and not child.stopping:
+            log.warning("%s ended after it hung (%s)", child.label(), why)
+        elif child.stopping:
             expected = code in (0, -signal.SIGTERM, -signal.SIGINT)
             level = logging.INFO if expected else logging.WARNING
             log.log(level, "%s stopped (%s)", child.label(), why)

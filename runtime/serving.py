@@ -36,6 +36,8 @@ IDLE_GRACE = 1.0  # seconds an idle keep-alive connection may still send a reque
 
 class Server(Protocol):
     finished: asyncio.Future[None]
+    # Called for each HTTP request (ASGI) or connection (protocol factory).
+    on_request: Callable[[], None] | None
 
     async def start(self, sock: socket.socket) -> None: ...
     async def drain(self, deadline: float) -> None: ...
@@ -95,6 +97,7 @@ class AsgiServer:
         self.state.connections = _Connections()
         self.draining = False
         self.finished: asyncio.Future[None] = asyncio.Future()
+        self.on_request: Callable[[], None] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._lifespan: Any = None
         self._headers_timer: asyncio.TimerHandle | None = None
@@ -169,6 +172,8 @@ def _draining_protocol(base: type, server: AsgiServer) -> type:
             super().on_headers_complete()
             if server.draining and self.cycle is not None:
                 self.cycle.keep_alive = False
+            if server.on_request is not None:
+                server.on_request()
 
     return DrainingProtocol
 
@@ -177,6 +182,7 @@ class ProtocolServer:
     def __init__(self, factory: Callable[[], asyncio.BaseProtocol]) -> None:
         self.factory = factory
         self.finished: asyncio.Future[None] = asyncio.Future()
+        self.on_request: Callable[[], None] | None = None
         self._server: asyncio.AbstractServer | None = None
         self._transports: set[asyncio.BaseTransport] = set()
         self._empty = asyncio.Event()
@@ -194,6 +200,8 @@ class ProtocolServer:
         mine: list[asyncio.BaseTransport] = []
 
         def connection_made(transport: asyncio.BaseTransport) -> None:
+            if self.on_request is not None:
+                self.on_request()
             mine.append(transport)
             self._transports.add(transport)
             self._empty.clear()
@@ -229,6 +237,7 @@ class CallableServer:
     def __init__(self, serve: Callable[[socket.socket], Awaitable[None]]) -> None:
         self.serve = serve
         self.finished: asyncio.Future[None] = asyncio.Future()
+        self.on_request: Callable[[], None] | None = None  # not counted
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, sock: socket.socket) -> None:

@@ -38,9 +38,16 @@ import attrs
 import uvloop
 
 from . import logs, serving, sockets
-from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, STOP_SIGNALS, StopSignals
+from .children import (
+    CONTROL_SIGNALS,
+    MANAGER_SIGNALS,
+    STOP_SIGNALS,
+    StopSignals,
+    die_with_parent,
+)
 from .config import RunOptions
 from .errors import RuntimeErrorBase, StartupError
+from .health import WorkerHealth
 from .messages import (
     Ack,
     Failed,
@@ -73,6 +80,7 @@ class WorkerSpec:
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
     """Process entry point of a server worker."""
     _forget_inherited_signals()
+    die_with_parent()  # a SIGKILLed manager leaves no worker behind
     logs.configure(spec.options.log_level, spec.options.access_log)
     try:
         from .loader import find_runtime
@@ -158,6 +166,7 @@ class ServingLoop:
         self.on_ready = on_ready
         self.signals = StopSignals()
         self.server: serving.Server | None = None
+        self.health = WorkerHealth(options, mux.send) if mux is not None else None
 
     async def run(self) -> int:
         self.stop = asyncio.Event()
@@ -195,6 +204,8 @@ class ServingLoop:
             self.server = serving.build(
                 self.runtime.kind, self.runtime.target, self.options
             )
+            if self.health is not None and self.health.request_limit:
+                self.server.on_request = self.health.on_request
             await self.runtime.listeners.run("before_server_start", self.runtime)
             await self.server.start(self.sock)
             await self.runtime.listeners.run("after_server_start", self.runtime)
@@ -222,6 +233,8 @@ class ServingLoop:
     async def _stop_serving(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.graceful_timeout
+        if self.health is not None:
+            self.health.stop()
         await self._call("before_server_stop")
         assert self.server is not None
         try:
@@ -242,6 +255,8 @@ class ServingLoop:
         log.info("Serving")
         if self.mux is not None:
             self.mux.send(Ack(os.getpid()))
+        if self.health is not None:
+            self.health.start()
 
     def _failed(self, exc: BaseException) -> None:
         if self.mux is None:

@@ -54,3 +54,33 @@ class InFlight:
             raise self.error
         assert self.response is not None, "request still running"
         return self.response
+
+
+class Load:
+    """Threads sending requests on keep-alive connections; counts failures."""
+
+    def __init__(self, url: str, threads: int = 6) -> None:
+        self.url, self.requests, self.failures = url, 0, []
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=20) as client:
+            while not self._done.is_set():
+                try:
+                    ok = client.get(self.url).status_code == 200
+                    error = None if ok else "status"
+                except httpx.HTTPError as exc:
+                    error = repr(exc)
+                with self._lock:
+                    self.requests += 1
+                    if error:
+                        self.failures.append(error)
+
+    def stop(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join(30)

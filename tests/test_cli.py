@@ -89,6 +89,9 @@ def test_every_log_line_names_process_and_pid(launch):
         (["--fd", "99"], ["fd 99", "not an open socket"]),
         (["--reload-dir", "/nonexistent/src"], ["'/nonexistent/src'", "directory"]),
         (["--reload", "--single-process"], ["auto_reload", "single_process"]),
+        (["--hang-timeout", "-1"], ["--hang-timeout", "'-1'", "0 (off)"]),
+        (["--max-requests", "many"], ["--max-requests", "'many'"]),
+        (["--max-worker-memory", "-5"], ["--max-worker-memory", "'-5'"]),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):

@@ -14,7 +14,7 @@ from conftest import (
     session_members,
     wait_until,
 )
-from http_client import get
+from http_client import Load, get
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -305,40 +305,6 @@ def test_restart_storm_from_a_thread(launch, method):
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
     assert served.count(r" acked$") == served.count(r"INFO Started Runtime-Server")
-
-
-class Load:
-    """Threads sending requests on keep-alive connections; counts failures."""
-
-    def __init__(self, url: str, threads: int = 6) -> None:
-        import threading
-
-        self.url, self.requests, self.failures = url, 0, []
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
-        for thread in self._threads:
-            thread.start()
-
-    def _run(self) -> None:
-        import httpx
-
-        with httpx.Client(timeout=20) as client:
-            while not self._done.is_set():
-                try:
-                    ok = client.get(self.url).status_code == 200
-                    error = None if ok else "status"
-                except httpx.HTTPError as exc:
-                    error = repr(exc)
-                with self._lock:
-                    self.requests += 1
-                    if error:
-                        self.failures.append(error)
-
-    def stop(self) -> None:
-        self._done.set()
-        for thread in self._threads:
-            thread.join(30)
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])

@@ -1,0 +1,179 @@
+"""Worker health: liveness beats, hung-loop detection and recycling limits.
+
+Design note
+-----------
+Hung loops. A serving worker sends ``Beat`` from its own event loop every
+``beat_interval(hang_timeout)`` seconds (a quarter of the timeout, at most
+``MAX_BEAT``). The beat is a loop callback, so Python code that blocks the loop
+(a ``time.sleep`` in a handler, a long CPU-bound call) stops the beats; no
+side thread answers for the loop. The manager keeps one timer per worker, set
+for ``last beat + hang_timeout``: when it fires and no beat came since, the
+worker is hung. Watching starts at the ack, so a slow boot is governed by the
+ack deadline alone, and stops when the worker is asked to stop (a draining
+worker has the stop's own deadline). A hung worker is asked to stop, killed
+after ``HANG_KILL_GRACE`` if it does not, and its slot is refilled like that of
+any worker that died.
+
+The cost is one small pipe message per worker per beat interval (every 5 s at
+the default 30 s timeout) and one timer callback in the manager per beat
+interval; ``benchmarks/`` compares throughput with it on and off.
+
+Recycling. A worker counts its own requests (HTTP requests for an ASGI app,
+connections for a protocol factory) and, once it reaches ``max_requests`` plus a
+random jitter, its lifetime limit plus jitter, or its memory limit (resident
+set size, read from ``/proc/self/statm`` at each check), sends ``Recycle`` once.
+The manager answers with a zero-downtime restart of that slot, so the
+replacement is serving before the old worker drains and no request fails. The
+jitter keeps workers that started together from recycling together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import resource
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .config import RunOptions
+from .messages import Beat, Recycle
+
+if TYPE_CHECKING:
+    from .children import Child
+
+log = logging.getLogger("runtime")
+
+MAX_BEAT = 5.0  # seconds between beats at most
+MEMORY_CHECK = 2.0  # seconds between memory checks when no beats are due
+HANG_KILL_GRACE = 3.0  # seconds a hung worker gets to stop before SIGKILL
+MIB = 1024 * 1024
+
+
+def beat_interval(hang_timeout: float) -> float:
+    return min(hang_timeout / 4, MAX_BEAT)
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class WorkerHealth:
+    """The worker's side: beats, request counting and recycling limits."""
+
+    def __init__(self, options: RunOptions, send: Callable[[object], None]) -> None:
+        self.options = options
+        self.send = send
+        self.requests = 0
+        self.request_limit = 0
+        if options.max_requests:
+            jitter = random.randint(0, options.max_requests_jitter)
+            self.request_limit = options.max_requests + jitter
+        self._recycling = False
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._lifetime_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Begin beating and checking limits; call on the loop, once serving."""
+        options = self.options
+        if options.hang_timeout or options.max_worker_memory:
+            self._tick()
+        if options.max_lifetime:
+            lifetime = options.max_lifetime + random.uniform(
+                0, options.max_lifetime_jitter
+            )
+            self._lifetime_timer = asyncio.get_running_loop().call_later(
+                lifetime,
+                self._recycle,
+                f"it ran for {lifetime:.0f} s (max lifetime "
+                f"{options.max_lifetime:g} s, plus jitter)",
+            )
+
+    def stop(self) -> None:
+        for timer in (self._tick_timer, self._lifetime_timer):
+            if timer is not None:
+                timer.cancel()
+
+    def on_request(self) -> None:
+        """Count one request; ask for a replacement at the limit."""
+        self.requests += 1
+        if self.requests == self.request_limit:
+            self._recycle(
+                f"it served {self.requests} requests (max requests "
+                f"{self.options.max_requests}, plus jitter)"
+            )
+
+    def _tick(self) -> None:
+        options = self.options
+        if options.hang_timeout:
+            try:
+                self.send(Beat())
+            except OSError:
+                return  # the manager is gone; the worker stops by itself
+        if options.max_worker_memory and not self._recycling:
+            used = resident_bytes()
+            if used > options.max_worker_memory * MIB:
+                self._recycle(
+                    f"it uses {used / MIB:.0f} MiB (max worker memory "
+                    f"{options.max_worker_memory} MiB)"
+                )
+        intervals = [MEMORY_CHECK] if options.max_worker_memory else []
+        if options.hang_timeout:
+            intervals.append(beat_interval(options.hang_timeout))
+        loop = asyncio.get_running_loop()
+        self._tick_timer = loop.call_later(min(intervals), self._tick)
+
+    def _recycle(self, reason: str) -> None:
+        if self._recycling:
+            return
+        self._recycling = True
+        log.info("Asking for a replacement: %s", reason)
+        try:
+            self.send(Recycle(reason))
+        except OSError:
+            pass  # the manager is gone; the worker stops by itself
+
+
+class HangWatch:
+    """The manager's side: notices a serving worker whose beats stopped."""
+
+    def __init__(self, timeout: float, on_hung: Callable[[Child, float], None]) -> None:
+        self.timeout = timeout
+        self.on_hung = on_hung
+
+    def watch(self, child: Child) -> None:
+        """Start watching ``child``; call when it acked."""
+        if not self.timeout:
+            return
+        loop = asyncio.get_running_loop()
+        child.last_beat = loop.time()
+        child.hang_timer = loop.call_at(
+            child.last_beat + self.timeout, self._check, child
+        )
+
+    def beat(self, child: Child) -> None:
+        child.last_beat = asyncio.get_running_loop().time()
+
+    def forget(self, child: Child) -> None:
+        if child.hang_timer is not None:
+            child.hang_timer.cancel()
+            child.hang_timer = None
+
+    def _check(self, child: Child) -> None:
+        child.hang_timer = None
+        if child.stopping or not child.alive:
+            return
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - child.last_beat
+        if silent >= self.timeout:
+            self.on_hung(child, silent)
+        else:
+            child.hang_timer = loop.call_at(
+                child.last_beat + self.timeout, self._check, child
+            )
