@@ -147,6 +147,7 @@ class Child:
     last_beat: float = 0.0  # loop time of its latest Beat
     hang_timer: asyncio.TimerHandle | None = None
     hung: bool = False
+    recycle_reason: str | None = None  # a recycle that waits for the slot
     exit_fd: int = attrs.field(init=False, default=-1)
     _owns_exit_fd: bool = attrs.field(init=False, default=False)
 

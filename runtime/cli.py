@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from . import inspect_client, logs, start_methods
 from .app import Runtime
-from .config import LOG_LEVELS
+from .config import LOG_LEVELS, MIN_LIMIT
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
 from .loader import import_target, runtime_for
 
@@ -146,6 +146,15 @@ def _seconds_or_off(text: str) -> float:
     return value
 
 
+def _limit_or_off(text: str) -> float:
+    value = _seconds_or_off(text)
+    if 0 < value < MIN_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be 0 (off) or at least {MIN_LIMIT:g} s"
+        )
+    return value
+
+
 def _count_or_off(text: str) -> int:
     try:
         value = int(text)
@@ -162,7 +171,7 @@ def _health_options(run: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--hang-timeout",
-        type=_seconds_or_off,
+        type=_limit_or_off,
         metavar="SECONDS",
         help="replace a worker whose event loop is blocked this long (default: 30)",
     )
@@ -180,7 +189,7 @@ def _health_options(run: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-lifetime",
-        type=_seconds_or_off,
+        type=_limit_or_off,
         metavar="SECONDS",
         help="replace a worker after it served this long, without downtime",
     )

@@ -28,12 +28,20 @@ def _positive_number(name: str, value: object, fix: str) -> float:
     return float(value)
 
 
+MIN_LIMIT = 1.0  # seconds: the shortest hang timeout or worker lifetime
+LIMITS = ("hang_timeout", "max_lifetime")  # 0 (off) or at least MIN_LIMIT
+
+
 def _seconds_or_off(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
     if not math.isfinite(value) or value < 0:
         raise ConfigError(
             f"{name} must be 0 (off) or a positive number of seconds, got {value!r}"
+        )
+    if name.lower() in LIMITS and 0 < value < MIN_LIMIT:
+        raise ConfigError(
+            f"{name} must be 0 (off) or at least {MIN_LIMIT:g} s, got {value!r}"
         )
     return float(value)
 

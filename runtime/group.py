@@ -304,6 +304,7 @@ class ProcessGroup:
         try:
             if not self._stop.is_set() and await self._start_servers():
                 self._serving = True
+                self._recheck_recycles()  # limits reached while starting
                 if self.reload_spec is not None:
                     self._start_reloader(self.reload_spec)
                 self.conductor.start()
@@ -633,17 +634,26 @@ class ProcessGroup:
             child.process.kill()
 
     def _recycle(self, child: Child, reason: str) -> None:
+        """Replace ``child`` without downtime, now or once it fills its slot.
+
+        A worker may reach a limit before the manager saw its ack, or while it
+        is the new half of a rolling restart: the request waits on the child
+        and is checked again whenever the table changes.
+        """
         slot = child.slot
-        if (
-            slot is None
-            or slot.child is not child
-            or child.stopping
-            or not self._serving
-            or self._stop.is_set()
-        ):
+        if slot is None or child.stopping or self._stop.is_set():
             return
+        if slot.child is not child or not child.acked.done() or not self._serving:
+            child.recycle_reason = reason
+            return
+        child.recycle_reason = None
         log.info("Recycling %s: %s", child.label(), reason)
         self.conductor.restart([slot.index], True)
+
+    def _recheck_recycles(self) -> None:
+        for child in list(self._live.values()):
+            if child.recycle_reason is not None:
+                self._recycle(child, child.recycle_reason)
 
     def _update_user_state(self, child: Child, message: StateUpdate) -> None:
         values = {k: v for k, v in message.values.items() if k not in SYSTEM_KEYS}
@@ -723,6 +733,8 @@ class ProcessGroup:
             return
         if not self._serving:
             self.stop(1)  # start-up failed, or a worker died while starting up
+        elif slot is not None and slot.child is child and child.hung:
+            self.conductor.respawn(slot, 0)  # the manager ended it: no crash
         elif slot is not None and slot.child is child and child.acked.done():
             self.slot_failed(slot, child, cause(code))
 
@@ -830,6 +842,7 @@ class ProcessGroup:
 
     def _broadcast(self) -> None:
         self._broadcast_due = False
+        self._recheck_recycles()
         for child in list(self._live.values()):
             self._send_table(child)
 

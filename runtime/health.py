@@ -7,12 +7,14 @@ Hung loops. A serving worker sends ``Beat`` from its own event loop every
 ``MAX_BEAT``). The beat is a loop callback, so Python code that blocks the loop
 (a ``time.sleep`` in a handler, a long CPU-bound call) stops the beats; no
 side thread answers for the loop. The manager keeps one timer per worker, set
-for ``last beat + hang_timeout``: when it fires and no beat came since, the
-worker is hung. Watching starts at the ack, so a slow boot is governed by the
+for ``last beat + hang_timeout + beat interval``: when it fires and no beat came
+since, the loop has been blocked for longer than the timeout (the extra interval
+keeps a block just shorter than the timeout from counting), and the worker is
+hung. Watching starts at the ack, so a slow boot is governed by the
 ack deadline alone, and stops when the worker is asked to stop (a draining
 worker has the stop's own deadline). A hung worker is asked to stop, killed
-after ``HANG_KILL_GRACE`` if it does not, and its slot is refilled like that of
-any worker that died.
+after ``HANG_KILL_GRACE`` if it does not, and its slot is refilled at once (the
+manager ended it, so it does not count towards the crash-loop limit).
 
 The cost is one small pipe message per worker per beat interval (every 5 s at
 the default 30 s timeout) and one timer callback in the manager per beat
@@ -75,6 +77,7 @@ class WorkerHealth:
         if options.max_requests:
             jitter = random.randint(0, options.max_requests_jitter)
             self.request_limit = options.max_requests + jitter
+        self.memory_limit = options.max_worker_memory * MIB
         self._recycling = False
         self._tick_timer: asyncio.TimerHandle | None = None
         self._lifetime_timer: asyncio.TimerHandle | None = None
@@ -82,7 +85,15 @@ class WorkerHealth:
     def start(self) -> None:
         """Begin beating and checking limits; call on the loop, once serving."""
         options = self.options
-        if options.hang_timeout or options.max_worker_memory:
+        if options.max_worker_memory and self._over_memory():
+            log.warning(
+                "This worker uses %.0f MiB as it starts, more than the max worker "
+                "memory (%d MiB): not recycling it for memory; raise the limit",
+                resident_bytes() / MIB,
+                options.max_worker_memory,
+            )
+            self.memory_limit = 0
+        if options.hang_timeout or self.memory_limit:
             self._tick()
         if options.max_lifetime:
             lifetime = options.max_lifetime + random.uniform(
@@ -94,6 +105,9 @@ class WorkerHealth:
                 f"it ran for {lifetime:.0f} s (max lifetime "
                 f"{options.max_lifetime:g} s, plus jitter)",
             )
+
+    def _over_memory(self) -> bool:
+        return resident_bytes() > self.options.max_worker_memory * MIB
 
     def stop(self) -> None:
         for timer in (self._tick_timer, self._lifetime_timer):
@@ -116,14 +130,12 @@ class WorkerHealth:
                 self.send(Beat())
             except OSError:
                 return  # the manager is gone; the worker stops by itself
-        if options.max_worker_memory and not self._recycling:
-            used = resident_bytes()
-            if used > options.max_worker_memory * MIB:
-                self._recycle(
-                    f"it uses {used / MIB:.0f} MiB (max worker memory "
-                    f"{options.max_worker_memory} MiB)"
-                )
-        intervals = [MEMORY_CHECK] if options.max_worker_memory else []
+        if self.memory_limit and not self._recycling and self._over_memory():
+            self._recycle(
+                f"it uses {resident_bytes() / MIB:.0f} MiB (max worker memory "
+                f"{options.max_worker_memory} MiB)"
+            )
+        intervals = [MEMORY_CHECK] if self.memory_limit else []
         if options.hang_timeout:
             intervals.append(beat_interval(options.hang_timeout))
         loop = asyncio.get_running_loop()
@@ -145,6 +157,10 @@ class HangWatch:
 
     def __init__(self, timeout: float, on_hung: Callable[[Child, float], None]) -> None:
         self.timeout = timeout
+        # A loop blocked for ``timeout`` is silent for up to one beat interval
+        # longer (the beat before the block came that much earlier), so only a
+        # silence past ``limit`` proves a block longer than the timeout.
+        self.limit = timeout + beat_interval(timeout) if timeout else 0.0
         self.on_hung = on_hung
 
     def watch(self, child: Child) -> None:
@@ -154,7 +170,7 @@ class HangWatch:
         loop = asyncio.get_running_loop()
         child.last_beat = loop.time()
         child.hang_timer = loop.call_at(
-            child.last_beat + self.timeout, self._check, child
+            child.last_beat + self.limit, self._check, child
         )
 
     def beat(self, child: Child) -> None:
@@ -171,9 +187,9 @@ class HangWatch:
             return
         loop = asyncio.get_running_loop()
         silent = loop.time() - child.last_beat
-        if silent >= self.timeout:
+        if silent >= self.limit:
             self.on_hung(child, silent)
         else:
             child.hang_timer = loop.call_at(
-                child.last_beat + self.timeout, self._check, child
+                child.last_beat + self.limit, self._check, child
             )

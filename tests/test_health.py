@@ -79,6 +79,77 @@ def test_a_blocked_loop_is_replaced_and_the_others_keep_serving(launch, method):
     stop(served)
 
 
+def test_repeated_hangs_are_replaced_without_counting_as_a_crash_loop(launch):
+    # A crash-loop limit of 2 would stop the group if hangs counted as crashes.
+    served = serve(
+        launch, "--workers", "1", "--hang-timeout", "1", env={"RT_CRASH_LIMIT": "2"}
+    )
+    for n in range(1, 4):
+        blocked = InFlight(served.url, "/block?seconds=30")
+        served.wait_for(rf"Runtime-Server-0-{n - 1} \(pid \d+\) has not answered")
+        served.wait_for(rf"Runtime-Server-0-{n} \(pid \d+\) acked")
+        with pytest.raises(Exception):  # noqa: B017 - its worker was killed
+            blocked.result()
+    assert get(served.url).json()["worker"] == "Runtime-Server-0-3"
+    assert "kept failing" not in served.output
+    assert "Respawning" not in served.output
+    stop(served)
+
+
+def test_a_cpu_bound_request_just_under_the_hang_timeout_is_not_a_hang(launch):
+    served = serve(launch, "--workers", "1", "--hang-timeout", "1")
+    pid = started(served)["Runtime-Server-0-0"]
+    for _ in range(6):
+        assert get(served.url, "/cpu?seconds=0.9").json()["pid"] == pid
+    stop(served)
+    assert "has not answered" not in served.output
+
+
+def test_a_limit_reached_before_the_ack_still_recycles(launch):
+    # The worker serves (and counts) while after_server_start still runs.
+    served = launch(
+        *python(
+            "-m",
+            "runtime",
+            "run",
+            "healthapp:rt",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--max-requests",
+            "5",
+        ),
+        env={"RT_SLOW_ACK": "6"},
+    )
+    match = served.wait_for(r"Listening on (http://\S+)")
+    url = match.group(1)
+    assert wait_until(lambda: _answers(url), 30)
+    for _ in range(5):
+        assert get(url).json()["worker"] == "Runtime-Server-0-0"
+    assert "acked" not in served.output  # all five came before the ack
+    served.wait_for(r"Recycling Runtime-Server-0-0 \(pid \d+\): it served 5 requests")
+    served.wait_for(r"as Runtime-Server-0-1 \(pid \d+\) \(zero-downtime\)", 60)
+    stop(served)
+
+
+def _answers(url: str) -> bool:
+    try:
+        get(url)
+    except Exception:  # noqa: BLE001 - not listening yet
+        return False
+    return True
+
+
+def test_a_memory_limit_below_a_fresh_worker_is_reported_not_looped(launch):
+    served = serve(launch, "--workers", "1", "--max-worker-memory", "5")
+    served.wait_for(r"more than the max worker memory \(5 MiB\): not recycling")
+    for _ in range(5):
+        assert get(served.url).json()["worker"] == "Runtime-Server-0-0"
+    stop(served)
+    assert "Recycling" not in served.output
+
+
 @pytest.mark.parametrize("method", ["spawn", "fork"])
 def test_slow_boot_and_a_long_request_are_not_hangs(launch, method):
     # C08: hang detection starts at the ack; booting has the ack deadline only.

@@ -7,8 +7,11 @@ GET /grow?mb=N          keep N more MiB allocated in this worker
 
 RT_BOOT_CPU=N   before_server_start does N seconds of CPU-bound work
 RT_CUSTOM=1     main_process_ready starts a custom process, Runtime-Side-0
+RT_SLOW_ACK=N   after_server_start sleeps N seconds (serving, not yet acked)
+RT_CRASH_LIMIT=N  CRASH_LOOP_LIMIT
 """
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -49,12 +52,20 @@ def side():
 
 
 rt = Runtime("healthapp", app=app)
+if env("RT_CRASH_LIMIT"):
+    rt.config.CRASH_LOOP_LIMIT = int(env("RT_CRASH_LIMIT"))
 
 
 @rt.before_server_start
 def boot(rt):
     if env("RT_BOOT_CPU"):
         busy(float(env("RT_BOOT_CPU")))
+
+
+@rt.after_server_start
+async def slow_ack(rt):
+    if env("RT_SLOW_ACK"):
+        await asyncio.sleep(float(env("RT_SLOW_ACK")))
 
 
 @rt.main_process_ready
