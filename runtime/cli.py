@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from . import inspect_client, logs, start_methods
 from .app import Runtime
-from .config import LOG_LEVELS, MIN_LIMIT
+from .config import LOG_LEVELS, MIN_LIMIT, api_key_problem
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
 from .loader import import_target, runtime_for
 
@@ -276,15 +276,15 @@ def _inspect_command(commands: Any) -> None:
     inspect = commands.add_parser(
         "inspect",
         help="see or steer a running group through its inspector",
-        description="Commands: status (default), reload [--zero-downtime], "
-        "shutdown, scale N, or a custom command with --key=value arguments.",
+        description="Commands: status (default), reload [--zero-downtime] "
+        "[--name PROCESS], shutdown, scale N, or a custom command with "
+        "--key=value arguments (after -- when a key is one of these options).",
+        allow_abbrev=False,
     )
     inspect.add_argument("what", nargs="?", default="status", metavar="command")
     inspect.add_argument("args", nargs="*", help="scale: the number of workers")
     inspect.add_argument("--host", default=_env("INSPECTOR_HOST") or "localhost")
-    inspect.add_argument(
-        "--port", type=_port, default=int(_env("INSPECTOR_PORT") or 6457)
-    )
+    inspect.add_argument("--port", type=_port, default=_env("INSPECTOR_PORT") or "6457")
     inspect.add_argument(
         "--api-key",
         default=_env("INSPECTOR_API_KEY"),
@@ -293,6 +293,7 @@ def _inspect_command(commands: Any) -> None:
     inspect.add_argument("--secure", action="store_true", help="use HTTPS")
     inspect.add_argument("--cafile", help="CA certificate to trust for --secure")
     inspect.add_argument("--zero-downtime", action="store_true", help="for reload")
+    inspect.add_argument("--name", help="for reload: restart only these processes")
     inspect.add_argument("--json", action="store_true", help="print raw JSON")
 
 
@@ -310,6 +311,8 @@ def _inspect(
     parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]
 ) -> int:
     body = _inspect_body(parser, args, extra)
+    if problem := api_key_problem(args.api_key):
+        parser.error(f"--api-key {problem}")
     scheme = "https" if args.secure else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
     address = f"{scheme}://{host}:{args.port}"
@@ -320,7 +323,10 @@ def _inspect(
     except inspect_client.InspectError as exc:
         print(f"runtime inspect: {exc}", file=sys.stderr)
         return 1
-    inspect_client.print_result(args.what, result, args.json)
+    try:
+        inspect_client.print_result(args.what, result, args.json)
+    except BrokenPipeError:  # | head: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -333,7 +339,10 @@ def _inspect_body(
         return None
     if command == "reload":
         _no_arguments(parser, command, rest + extra)
-        return {"zero_downtime": args.zero_downtime}
+        body: dict[str, Any] = {"zero_downtime": args.zero_downtime}
+        if args.name:
+            body["name"] = args.name
+        return body
     if command == "shutdown":
         _no_arguments(parser, command, rest + extra)
         return {}
@@ -341,16 +350,17 @@ def _inspect_body(
         if len(rest) != 1 or not rest[0].isdigit() or extra:
             parser.error(f"scale needs one whole number of workers, got {rest + extra}")
         return {"replicas": int(rest[0])}
-    body: dict[str, Any] = {}
-    for item in extra:
+    body = {}
+    if "--" in extra:  # what follows it is the command's, even --port=...
+        extra.remove("--")
+    for item in extra + rest:
         key, sep, value = item.removeprefix("--").partition("=")
+        key = key.replace("-", "_")
         if not item.startswith("--") or not sep or not key.isidentifier():
             parser.error(
                 f"custom command arguments look like --key=value, got {item!r}"
             )
-        body[key.replace("-", "_")] = _json_or_text(value)
-    if rest:
-        body["args"] = rest
+        body[key] = _json_or_text(value)
     return body
 
 

@@ -93,11 +93,20 @@ def _host(inst: Any, attribute: attrs.Attribute, value: object) -> None:
         raise ConfigError(f"{attribute.name} must be a host name, got {value!r}")
 
 
+def api_key_problem(value: object) -> str | None:
+    """Why ``value`` cannot be an inspector API key, or None if it can."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) < 8:
+        return "must be a string of 8 characters or more (or None)"
+    if not all("!" <= c <= "~" for c in value):
+        return "must be printable ASCII without spaces (it travels in a header)"
+    return None
+
+
 def _key(inst: Any, attribute: attrs.Attribute, value: object) -> None:
-    if value is not None and (not isinstance(value, str) or len(value) < 8):
-        raise ConfigError(
-            f"{attribute.name} must be a string of 8 characters or more (or None)"
-        )
+    if problem := api_key_problem(value):
+        raise ConfigError(f"{attribute.name} {problem}")
 
 
 def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
@@ -305,12 +314,20 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
         out[name] = _positive_number(name, out[name], "use a value such as 15")
     out["log_level"] = log_level(out["log_level"])
-    key = out.get("inspector_api_key")
-    if key is not None and (not isinstance(key, str) or len(key) < 8):
-        raise ConfigError("the inspector API key must be 8 characters or more")
+    if problem := api_key_problem(out.get("inspector_api_key")):
+        raise ConfigError(f"the inspector API key {problem}")
     if bool(out.get("inspector_tls_cert")) != bool(out.get("inspector_tls_key")):
         raise ConfigError(
             "the inspector's TLS needs both a certificate and its key; pass both"
+        )
+    for name in ("inspector_tls_cert", "inspector_tls_key"):
+        path = out.get(name)
+        if out.get("inspector") and path and not os.path.isfile(path):
+            raise ConfigError(f"{name} {path!r} is not a file; give an existing PEM")
+    if out.get("inspector") and out.get("single_process"):
+        raise ConfigError(
+            "the inspector runs in the manager, which single_process has none of; "
+            "drop one of them"
         )
     out["inspector_port"] = _int_in(
         "inspector_port", out["inspector_port"], 0, 65535, "e.g. 6457"

@@ -79,7 +79,7 @@ from .messages import (
 )
 from .multiplexer import check_restart_arguments, check_scale, split_names
 from .restarts import Conductor
-from .state import SYSTEM_KEYS, ProcessEntry, State, now
+from .state import SYSTEM_KEYS, ProcessEntry, State, now, record_exit
 from .worker import WorkerSpec, worker_main
 
 log = logging.getLogger("runtime")
@@ -710,6 +710,7 @@ class ProcessGroup:
         del self._live[child.name]
         self.hangs.forget(child)
         child.entry.state = exit_state(child, code)
+        record_exit(child.entry, code)
         child.exited.set_result(code)
         self._log_exit(child, code)
         slot = child.slot

@@ -39,9 +39,7 @@ def call(
     request.add_header("Content-Type", "application/json")
     if api_key:
         request.add_header("Authorization", f"Bearer {api_key}")
-    context = (
-        ssl.create_default_context(cafile=cafile) if url.startswith("https") else None
-    )
+    context = _tls_context(cafile) if url.startswith("https") else None
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as reply:
             return json.loads(reply.read() or b"{}")
@@ -49,10 +47,22 @@ def call(
         raise InspectError(_http_error(address, exc)) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise InspectError(
+                f"the inspector at {address} answered, but its certificate failed "
+                f"verification ({reason.verify_message}); pass its CA with --cafile"
+            ) from None
         raise InspectError(
             f"cannot reach the inspector at {address} ({reason}); is the runtime "
             f"running with the inspector on (--inspect), on that host and port?"
         ) from None
+
+
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise InspectError(f"cannot load --cafile {cafile!r}: {exc}") from None
 
 
 def _http_error(address: str, exc: urllib.error.HTTPError) -> str:

@@ -18,9 +18,12 @@ Routes: ``GET /`` the status; ``POST /reload`` (``{"zero_downtime": bool}``),
 ``POST /shutdown``, ``POST /scale`` (``{"replicas": n}``); and ``POST /<name>``
 for each custom command: a function registered with ``@rt.inspector_command``
 or a public method a subclass of Inspector adds (``rt.inspector_class``), called
-with the JSON body as keyword arguments. Nothing else is reachable: no private
-name, no attribute of the service itself. Bad input gets a 4xx with a JSON
-error body and leaves the group untouched; a command that raises is a 500.
+with the JSON body as keyword arguments, on the manager's loop: the runtime's
+own commands never block it, and the README asks that custom ones that take
+time be coroutine functions. Nothing else is reachable: no private name, no
+attribute of the service itself. Bad input gets a 4xx with a JSON error body
+and leaves the group untouched; a command that raises is a 500. A request must
+arrive whole within ``READ_TIMEOUT``, or its connection is closed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import logging
 import os
 import socket
 import time
+import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runtime")
 
 MAX_BODY = 16 * 1024  # bytes
+READ_TIMEOUT = 10.0  # seconds for a request to arrive whole, or the connection closes
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]] | dict[str, Any]]
 
 
@@ -117,7 +122,13 @@ class Inspector:
         if options.inspector_tls_cert and options.inspector_tls_key:
             tls = (options.inspector_tls_cert, options.inspector_tls_key)
         self._server = serving.AsgiServer(
-            self.app, keep_alive_timeout=5, access_log=False, backlog=128, tls=tls
+            self.app,
+            keep_alive_timeout=5,
+            access_log=False,
+            backlog=128,
+            tls=tls,
+            websockets=False,
+            read_timeout=READ_TIMEOUT,
         )
         try:
             await self._server.start(self._sock)
@@ -166,17 +177,18 @@ class Inspector:
                 return 405, {"error": f"{method} is not allowed on {path}"}
             return 404, {"error": f"no command at {path}"}
         try:
-            arguments = await _json_body(receive)
-        except _BadRequest as exc:
-            return exc.status, {"error": str(exc)}
-        try:
+            arguments = await _json_body(scope, receive)
             result = handler(arguments)
             if isinstance(result, Awaitable):
                 result = await result
-        except (ValueError, TypeError) as exc:
+        except _BadRequest as exc:
+            return exc.status, {"error": str(exc)}
+        except (ValueError, TypeError) as exc:  # a built-in command's arguments
             return 400, {"error": str(exc)}
         except GroupNotRunningError as exc:
             return 409, {"error": str(exc)}
+        except _CommandFailed as exc:
+            return 500, {"error": str(exc)}
         except Exception as exc:  # a command failed; the manager carries on
             log.exception("Inspector command %s %s failed", method, path)
             return 500, {"error": f"{type(exc).__name__}: {exc}"}
@@ -187,7 +199,10 @@ class Inspector:
         if not key:
             return True
         given = dict(scope["headers"]).get(b"authorization", b"")
-        return hmac.compare_digest(given, b"Bearer " + key.encode())
+        scheme, _, token = given.partition(b" ")
+        # The scheme is case-insensitive (RFC 9110); the key is not.
+        scheme_ok = scheme.lower() == b"bearer"
+        return hmac.compare_digest(token.strip(), key.encode()) and scheme_ok
 
     # -- commands --
 
@@ -204,9 +219,17 @@ class Inspector:
         }
 
     def reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        zero_downtime = _only(arguments, "zero_downtime", bool, False)
-        self.group.restart(all_workers=True, zero_downtime=zero_downtime)
-        return {"reloading": True, "zero_downtime": zero_downtime}
+        """Restart every server worker, or the processes ``name`` lists."""
+        extra = sorted(set(arguments) - {"zero_downtime", "name"})
+        if extra:
+            raise ValueError(f"unexpected argument(s): {', '.join(extra)}")
+        zero_downtime = _typed(arguments, "zero_downtime", bool, False)
+        name = _typed(arguments, "name", str, None)
+        if name is None:
+            self.group.restart(all_workers=True, zero_downtime=zero_downtime)
+        else:
+            self.group.restart(name, zero_downtime=zero_downtime)
+        return {"reloading": name or True, "zero_downtime": zero_downtime}
 
     def shutdown(self, arguments: dict[str, Any]) -> dict[str, Any]:
         _only(arguments, None, None, None)
@@ -222,20 +245,48 @@ class Inspector:
         return {"replicas": replicas}
 
 
+_CHECKED = (bool, int, float, str, list, dict)  # annotations checked per call
+
+
 def _keywords(fn: Callable[..., Any]) -> Handler:
-    """A custom command: the JSON body becomes its keyword arguments."""
+    """A custom command: the JSON body becomes its keyword arguments.
+
+    Arguments that do not fit its signature, or its plain annotations (bool,
+    int, float, str, list, dict), are a 400. It runs on the manager's loop (no
+    thread, so forking workers stays safe): a slow one must be a coroutine
+    function that awaits. Whatever the command raises is a 500.
+    """
+    signature = inspect.signature(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: not checked
+        hints = {}
 
     async def command(arguments: dict[str, Any]) -> dict[str, Any]:
         try:
-            inspect.signature(fn).bind(**arguments)
+            signature.bind(**arguments)
         except TypeError as exc:
-            raise ValueError(f"bad arguments for this command: {exc}") from None
-        result = fn(**arguments)
-        if inspect.isawaitable(result):
-            result = await result
+            raise _BadRequest(400, f"bad arguments for this command: {exc}") from None
+        for key, value in arguments.items():
+            kind = hints.get(key)
+            if kind in _CHECKED and not _fits(value, kind):
+                raise _BadRequest(400, f"{key} must be {kind.__name__}, got {value!r}")
+        try:
+            result = fn(**arguments)
+            if inspect.isawaitable(result):
+                result = await result
+        except (Exception, SystemExit) as exc:
+            log.exception("Inspector command %s failed", getattr(fn, "__name__", fn))
+            raise _CommandFailed(f"{type(exc).__name__}: {exc}") from None
         return {"result": result}
 
     return command
+
+
+def _fits(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _only(arguments: dict[str, Any], key: str | None, kind: Any, default: Any) -> Any:
@@ -243,10 +294,14 @@ def _only(arguments: dict[str, Any], key: str | None, kind: Any, default: Any) -
     extra = sorted(set(arguments) - {key})
     if extra:
         raise ValueError(f"unexpected argument(s): {', '.join(extra)}")
-    if key is None or key not in arguments:
+    return default if key is None else _typed(arguments, key, kind, default)
+
+
+def _typed(arguments: dict[str, Any], key: str, kind: Any, default: Any) -> Any:
+    if key not in arguments:
         return default
     value = arguments[key]
-    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+    if not _fits(value, kind):
         raise ValueError(f"{key} must be {kind.__name__}, got {value!r}")
     return value
 
@@ -257,7 +312,14 @@ class _BadRequest(Exception):
         self.status = status
 
 
-async def _json_body(receive: Any) -> dict[str, Any]:
+class _CommandFailed(Exception):
+    """A custom command raised; the message is its error."""
+
+
+async def _json_body(scope: dict[str, Any], receive: Any) -> dict[str, Any]:
+    declared = dict(scope["headers"]).get(b"content-length", b"0")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _BadRequest(413, f"body over {MAX_BODY} bytes")
     body = b""
     while True:
         message = await receive()
@@ -269,12 +331,16 @@ async def _json_body(receive: Any) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        arguments = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        arguments = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _BadRequest(400, f"body is not JSON: {exc}") from None
     if not isinstance(arguments, dict):
         raise _BadRequest(400, "body must be a JSON object")
     return arguments
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

@@ -76,11 +76,13 @@ class AsgiServer:
         access_log: bool,
         backlog: int,
         tls: tuple[str, str] | None = None,
+        websockets: bool = True,
+        read_timeout: float | None = None,
     ) -> None:
         self.config = uvicorn.Config(
             app,
             http="httptools",
-            ws="auto",
+            ws="auto" if websockets else "none",
             lifespan="auto",
             interface="asgi3",
             log_config=None,
@@ -93,6 +95,9 @@ class AsgiServer:
             ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,
         )
+        # Seconds a request may take to arrive whole (headers and body); None:
+        # no limit. The connection is closed when it runs out.
+        self.read_timeout = read_timeout
         self.state = ServerState()
         self.state.connections = _Connections()
         self.draining = False
@@ -168,6 +173,37 @@ def _draining_protocol(base: type, server: AsgiServer) -> type:
     """uvicorn's HTTP protocol, answering with ``Connection: close`` while draining."""
 
     class DrainingProtocol(base):  # type: ignore[misc, valid-type]
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._await_request()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._request_arrived()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._await_request()
+
+        def on_message_complete(self) -> None:
+            self._request_arrived()
+            super().on_message_complete()
+
+        def _await_request(self) -> None:
+            if server.read_timeout is not None:
+                self._request_arrived()
+                loop = asyncio.get_running_loop()
+                self._read_timer = loop.call_later(
+                    server.read_timeout, self.transport.close
+                )
+
+        def _request_arrived(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             if server.draining and self.cycle is not None:

@@ -10,12 +10,14 @@ Life of an entry::
 
 NONE: the entry exists, no process yet. IDLE: the Process object exists but has not
 been started. STARTING: ``start()`` is running. STARTED: the OS process runs.
-ACKED: a server process is serving. RESTARTING: it is being replaced.
+ACKED: a server process is serving. RESTARTING: it is being replaced. An ended
+process's entry also says how it ended (``exit_code`` or ``exit_signal``).
 """
 
 from __future__ import annotations
 
 import enum
+import signal
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +37,18 @@ class State(enum.Enum):
     COMPLETED = enum.auto()
 
 
-SYSTEM_KEYS = frozenset({"server", "state", "pid", "start_at", "starts", "restart_at"})
+SYSTEM_KEYS = frozenset(
+    {
+        "server",
+        "state",
+        "pid",
+        "start_at",
+        "starts",
+        "restart_at",
+        "exit_code",
+        "exit_signal",
+    }
+)
 
 
 def now() -> datetime:
@@ -52,6 +65,10 @@ class ProcessEntry:
     start_at: datetime | None = None
     starts: int = 0
     restart_at: datetime | None = None
+    # Once the process ended: its exit code, or the name of the signal that
+    # ended it (then exit_code is None).
+    exit_code: int | None = None
+    exit_signal: str | None = None
     user: dict[str, Any] = attrs.field(factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,3 +81,14 @@ class ProcessEntry:
 
 def _system(attribute: attrs.Attribute, value: Any) -> bool:
     return attribute.name in SYSTEM_KEYS
+
+
+def record_exit(entry: ProcessEntry, code: int | None) -> None:
+    """Note how the process ended: a negative code is the signal's number."""
+    if code is not None and code < 0:
+        try:
+            entry.exit_signal = signal.Signals(-code).name
+        except ValueError:
+            entry.exit_signal = f"signal {-code}"
+    else:
+        entry.exit_code = code

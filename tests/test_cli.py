@@ -92,6 +92,13 @@ def test_every_log_line_names_process_and_pid(launch):
         (["--hang-timeout", "-1"], ["--hang-timeout", "'-1'", "0 (off)"]),
         (["--max-requests", "many"], ["--max-requests", "'many'"]),
         (["--max-worker-memory", "-5"], ["--max-worker-memory", "'-5'"]),
+        (["--hang-timeout", "0.001"], ["--hang-timeout", "at least 1 s"]),
+        (["--inspect", "--single-process"], ["inspector", "single_process"]),
+        (
+            ["--inspect", "--inspector-tls-cert", "/no/c.pem"]
+            + ["--inspector-tls-key", "/no/k.pem"],
+            ["'/no/c.pem'", "not a file"],
+        ),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):

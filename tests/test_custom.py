@@ -42,8 +42,10 @@ def test_tracked_untracked_completed_failed(launch, method):
     for name in ("Runtime-Tick-0", "Runtime-Tick-1"):
         entry = _wait_state(served, name, "STARTED")
         assert entry["server"] is False and entry["starts"] == 1
-    _wait_state(served, "Runtime-Once-0", "COMPLETED")
-    _wait_state(served, "Runtime-Fail-0", "FAILED")
+    once = _wait_state(served, "Runtime-Once-0", "COMPLETED")
+    failed = _wait_state(served, "Runtime-Fail-0", "FAILED")
+    assert (once["exit_code"], once["exit_signal"]) == (0, None)
+    assert (failed["exit_code"], failed["exit_signal"]) == (1, None)
     assert re.search(
         r"ERROR Runtime-Fail-0 \(pid \d+\) died \(exit code 1\)", served.output
     )

@@ -63,6 +63,13 @@ def test_status_reload_scale_custom_and_shutdown_from_the_cli(launch):
     served.wait_for(r"Scaled to 3 server worker\(s\)")
     echo = inspect("echo", "--text=hi", "--times=2", "--port", port)
     assert json.loads(echo.stdout) == {"result": "hihi"}
+    clash = inspect("echo", "--port", port, "--", "--text=--port=1")
+    assert json.loads(clash.stdout) == {"result": "--port=1"}
+    assert (
+        inspect("reload", "--name", "Runtime-Server-2-0", "--port", port).returncode
+        == 0
+    )
+    served.wait_for(r"Restarted Runtime-Server-2-0 \(pid \d+\) as ")
     assert inspect("shutdown", "--port", port).returncode == 0
     assert served.wait() == 0
 
@@ -85,12 +92,32 @@ def test_unreachable_and_refused_are_one_line_and_exit_1(launch):
 
 
 @pytest.mark.parametrize(
-    "args", [["scale", "x"], ["scale"], ["reload", "now"], ["echo", "--text"]]
+    "args",
+    [
+        ["scale", "x"],
+        ["scale"],
+        ["reload", "now"],
+        ["echo", "--text"],
+        ["echo", "5"],
+        ["--api-key", "ключключключ"],
+        ["--api-key", "has spaces in it"],
+    ],
 )
 def test_bad_inspect_arguments_exit_2(args):
     result = inspect(*args, "--port", "1")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_environment_and_cafile_are_one_line():
+    port = inspect(env={"RUNTIME_INSPECTOR_PORT": "abc"})
+    assert port.returncode == 2 and "'abc' is not a port number" in port.stderr
+    cafile = inspect("--secure", "--cafile", "/nonexistent/ca.pem", "--port", "1")
+    assert cafile.returncode == 1
+    assert "cannot load --cafile '/nonexistent/ca.pem'" in cafile.stderr
+    for result in (port, cafile):
+        assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 
 import httpx
@@ -87,6 +88,8 @@ def test_api_key_is_required_and_checked(launch):
         assert reply.status_code == 401
     assert httpx.get(base + "/", timeout=10).status_code == 401
     assert len(_servers(base, good)) == 2
+    lower = {"Authorization": f"bearer {KEY}"}  # the scheme is case-insensitive
+    assert httpx.get(base + "/", headers=lower, timeout=10).status_code == 200
     assert "Scaled" not in served.output
     assert httpx.post(base + "/shutdown", headers=good, timeout=10).is_success
     assert served.wait() == 0
@@ -168,6 +171,7 @@ def test_fuzzed_requests_get_a_4xx_and_change_nothing(launch, keyed):
     good = {"Authorization": f"Bearer {KEY}"} if keyed else {}
     before = _servers(base, good)
     commands = {"/", "/reload", "/shutdown", "/scale", "/echo", "/boom", "/hello"}
+    commands.add("/refuse")
     paths = st.text(
         alphabet="abcdefghijklmnopqrstuvwxyz_/.%-", min_size=1, max_size=20
     ).map(lambda p: "/" + p.lstrip("/"))
@@ -192,7 +196,7 @@ def test_fuzzed_requests_get_a_4xx_and_change_nothing(launch, keyed):
     )
     def check(method, path, authorization, body):
         headers = {} if authorization is None else {"Authorization": authorization}
-        if keyed and authorization == good["Authorization"]:
+        if keyed and authorization and authorization.endswith(KEY):
             headers = {}  # a right key would make some of these valid requests
         if not keyed and path in commands:
             body = b"\x00" + body  # never JSON, so never a valid command
@@ -208,3 +212,54 @@ def test_fuzzed_requests_get_a_4xx_and_change_nothing(launch, keyed):
         assert word not in served.output
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_command_errors_types_and_hostile_bodies(launch):
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+
+    def post(path, content):
+        return httpx.post(base + path, content=content, timeout=10)
+
+    cases = [
+        ("/echo", b'{"text": 5}', 400, "text must be str"),
+        ("/echo", b'{"text": "a", "times": "2"}', 400, "times must be int"),
+        ("/echo", b'{"text": "a", "times": true}', 400, "times must be int"),
+        ("/refuse", b"", 500, "ValueError: a ValueError from inside"),
+        ("/echo", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "not JSON"),
+        ("/echo", b'{"text": NaN}', 400, "not JSON"),
+    ]
+    for path, content, status, words in cases:
+        reply = post(path, content)
+        assert (reply.status_code, words in reply.json()["error"]) == (status, True)
+    # A declared body over the limit is refused before it is read.
+    with socket.create_connection(_address(base), 10) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n{}"
+        )
+        assert sock.recv(100).startswith(b"HTTP/1.1 413")
+    # A request that never arrives whole does not keep its connection.
+    with socket.create_connection(_address(base), 10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        sock.settimeout(20)
+        assert sock.recv(100) == b""
+    assert httpx.get(base + "/", timeout=10).status_code == 200
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_reload_one_process_by_name(launch):
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+    body = {"name": "Runtime-Server-0-0", "zero_downtime": True}
+    reply = httpx.post(base + "/reload", json=body, timeout=10)
+    assert reply.json() == {"reloading": "Runtime-Server-0-0", "zero_downtime": True}
+    served.wait_for(r"Restarted Runtime-Server-0-0 .*\(zero-downtime\)")
+    assert "Runtime-Server-1-0" in _servers(base)
+    unknown = httpx.post(base + "/reload", json={"name": "Runtime-Nope-0"})
+    assert unknown.status_code == 400 and "Runtime-Nope-0" in unknown.json()["error"]
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def _address(base: str) -> tuple[str, int]:
+    host, port = base.split("//", 1)[1].rsplit(":", 1)
+    return host, int(port)

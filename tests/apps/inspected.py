@@ -1,7 +1,7 @@
 """An app with the inspector on, on a free port. RT_KEY sets the API key,
 RT_INSPECTOR_HOST the address, RT_START_METHOD the start method. Custom
-commands: echo(text, times=1), boom() which raises, and hello(who) from a
-subclass of the Inspector."""
+commands: echo(text, times=1), boom() and refuse() which raise, and hello(who)
+from a subclass of the Inspector."""
 
 import os
 
@@ -28,6 +28,11 @@ def echo(text: str, times: int = 1):
 @rt.inspector_command
 async def boom():
     raise RuntimeError("the command failed on purpose")
+
+
+@rt.inspector_command
+def refuse():
+    raise ValueError("a ValueError from inside the command")
 
 
 class Greeting(Inspector):
