@@ -116,6 +116,7 @@ class Slot:
     starts: int = 0
     streak: int = 0  # consecutive processes that died soon after starting
     respawn: asyncio.TimerHandle | None = None
+    parked: bool = False  # crash-looped under reload: waits for a code change
 
     @property
     def serving(self) -> bool:

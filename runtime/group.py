@@ -399,6 +399,10 @@ class ProcessGroup:
         log.info("Reloading: %s changed", reloader.describe(paths))
         self.reloaded = paths
         self.restart(all_workers=True, zero_downtime=True)
+        for slot in self.slots.values():
+            if slot.parked:  # crash-looped on broken code: try the new code
+                slot.parked, slot.streak = False, 0
+                self.conductor.respawn(slot, 0)
 
     # -- verbs the conductor uses --
 
@@ -532,6 +536,19 @@ class ProcessGroup:
         """Respawn ``slot`` after ``child`` died there: at once, later, or never."""
         lifetime = asyncio.get_running_loop().time() - child.started_at
         slot.streak = slot.streak + 1 if lifetime < QUICK_DEATH else 0
+        if slot.streak >= self.options.crash_loop_limit and self.reload_spec:
+            log.error(
+                "Runtime-Server-%d kept failing: %d processes in a row ended or "
+                "failed within %.0f s of starting; the last one, %s, %s. Waiting "
+                "for a code change before starting it again",
+                slot.index,
+                slot.streak,
+                QUICK_DEATH,
+                child.label(),
+                why,
+            )
+            slot.parked = True
+            return
         if slot.streak >= self.options.crash_loop_limit:
             log.error(
                 "Runtime-Server-%d kept failing: %d processes in a row ended or "

@@ -7,7 +7,9 @@ race on a slot. Requests only record what is wanted and wake the task:
 
 * respawns (a slot whose worker died) come first, as soon as their backoff
   delay has passed;
-* then the latest scale request (only the newest size matters);
+* then the latest scale request (only the newest size matters; a new slot
+  whose first worker fails to start is dropped again, so a scale-up never
+  turns a healthy group into a crash loop);
 * then restarts, as one rolling job over the slots asked for.
 
 Restart requests merge: a slot already waiting in the running job, or in the next
@@ -124,6 +126,8 @@ class Conductor:
         elif self._restarts:
             self._rolling, self._restarts = self._restarts, {}
             await self._roll()
+            if not self._restarts:
+                self.group.reloaded = ()  # later starts are not of that reload
         else:
             return False
         return True
@@ -164,7 +168,13 @@ class Conductor:
             results = await asyncio.gather(*map(self.group.await_ack, children))
             for child, why in zip(children, results, strict=True):
                 if why is not None and child.slot is not None:
-                    await self._failed_start(child.slot, child, why)
+                    # A new slot that cannot start is dropped, not respawned:
+                    # the group keeps the size that serves.
+                    log.error("%s %s; not scaling up with it", child.label(), why)
+                    self.group.remove_slot(child.slot)
+                    await self.group.retire(child)
+                    if self._scale_to is None:  # no newer size asked for
+                        self.group.size = len(slots)
         elif workers < len(slots):
             removed = [slots[i] for i in sorted(slots)[workers:]]
             for slot in removed:

@@ -203,6 +203,38 @@ def test_broken_code_keeps_the_group_up_until_a_fix(launch, project, kind):
     stop(served)
 
 
+def test_a_crash_on_broken_code_waits_for_the_fix(launch, project):
+    # A worker that dies while the code is broken cannot come back until a fix;
+    # the group keeps serving with the other one instead of exiting.
+    served = serve(launch, project, "--workers", "2")
+    url = ready(served)
+    (project / "app.py").write_text(APP.format(version="v2") + "oops(\n")
+    served.wait_for(r"not restarted: Runtime-Server-1; the next code change tries")
+    victim = pid_of(served, "Runtime-Server-0-0")
+    import os
+
+    os.kill(victim, signal.SIGKILL)
+    served.wait_for(r"Runtime-Server-0 kept failing: .* Waiting for a code change", 60)
+    assert served.proc.poll() is None
+    assert {answer(url)[0] for _ in range(5)} == {"v1"}  # the other worker
+    write_app(project, "v3")
+    assert wait_until(lambda: {answer(url)[0] for _ in range(6)} == {"v3"}, 60)
+    assert "Stopping the group" not in served.output
+    stop(served)
+
+
+def test_reloaded_files_are_only_seen_by_that_reload(launch, project):
+    served = serve(launch, project, "--workers", "1")
+    url = ready(served)
+    write_app(project, "v2")
+    wait_count(served, ZERO_DOWNTIME, 1)
+    assert answer(url)[2].endswith("app.py")
+    served.signal(signal.SIGHUP)
+    wait_count(served, ZERO_DOWNTIME, 2)
+    assert answer(url)[2] == ""
+    stop(served)
+
+
 def test_ignored_paths_do_not_reload(launch, project):
     sock = project / "server.sock"
     served = launch(

@@ -419,3 +419,38 @@ def test_multiplexer_refuses_what_could_hurt_the_manager(launch):
     assert "Dropped a message" not in served.output
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_scale_up_that_cannot_start_keeps_the_group(launch, tmp_path, method):
+    flag = tmp_path / "broken"
+    served = launch(
+        *python(
+            "-m",
+            "runtime",
+            "run",
+            "flaky:rt",
+            "--port",
+            "0",
+            "--workers",
+            "2",
+            "--start-method",
+            method,
+        ),
+        env={"RT_FAIL_FILE": str(flag)},
+    )
+    served.ready()
+    flag.write_text("")
+    served.signal(signal.SIGTTIN)
+    served.wait_for(
+        r"Runtime-Server-2-0 \(pid \d+\) failed before its ack .*; not "
+        r"scaling up with it"
+    )
+    served.wait_for(r"Scaled to 2 server worker\(s\)")
+    assert "Respawning" not in served.output and served.proc.poll() is None
+    assert get(served.url).status_code == 200
+    flag.unlink()
+    served.signal(signal.SIGTTIN)  # with the cause gone, the scale-up works
+    served.wait_for(r"Scaled to 3 server worker\(s\)")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
