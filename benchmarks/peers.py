@@ -58,8 +58,8 @@ Run it with the project's interpreter::
 
     python benchmarks/peers.py [--runs 3] [--duration 10] [--workers 2]
         [--connections 32] [--restarts 5] [--servers runtime-fork,uvicorn,...]
-        [--reference runtime-spawn] [--json] [--plot FILE.png] [--quick]
-        [--logs DIR]
+        [--reference runtime-spawn] [--load-tool auto|wrk|bundled] [--json]
+        [--plot FILE.png] [--quick] [--logs DIR]
 
 ``--quick`` is one run with two seconds of load (CI runs it). Progress goes to
 stderr; the table (or JSON) to stdout. The exit status is 1 if a run could not
@@ -76,7 +76,6 @@ import importlib.util
 import json
 import os
 import platform
-import shutil
 import signal
 import socket
 import subprocess
@@ -89,7 +88,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restart_under_load import Client, run_wrk
+from restart_under_load import Client, run_wrk, use_wrk
 from start_methods import (
     BenchError,
     format_row,
@@ -382,7 +381,7 @@ class Background:
 
 
 def throughput(launched: Launched, args: argparse.Namespace, result: Run) -> None:
-    if shutil.which("wrk"):
+    if use_wrk(args.load_tool):
         load = asyncio.run(
             run_wrk(HOST, launched.port, args.connections, args.duration)
         )
@@ -705,6 +704,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated, from {','.join(names)} (default: all installed)",
     )
     add("--reference", default="runtime-spawn", help="row the ratios divide by")
+    add(
+        "--load-tool",
+        choices=["auto", "wrk", "bundled"],
+        default="auto",
+        help="for req/s: wrk, the bundled client, or wrk where installed (auto)",
+    )
     add("--json", action="store_true", help="print JSON instead of tables")
     add("--plot", metavar="FILE.png", help="also draw a chart (needs matplotlib)")
     add("--quick", action="store_true", help="one run, two seconds of load")

@@ -37,7 +37,8 @@ Run it with the project's interpreter::
 
     python benchmarks/restart_under_load.py [--workers 2] [--start-method spawn]
         [--duration 40] [--every 1.5] [--connections 32] [--min-restarts 20]
-        [--runtime-arg=--hang-timeout=0 ...] [--json]
+        [--runtime-arg=--hang-timeout=0 ...] [--load-tool auto|wrk|bundled]
+        [--json] [--quick]
 
 ``--every 0 --min-restarts 0`` makes it a plain throughput run (used to compare
 the runtime with hang detection on and off).
@@ -66,7 +67,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import h11
-from start_methods import positive, settle_session
+from start_methods import BenchError, positive, settle_session
 
 READY_TIMEOUT = 60.0  # seconds for the "Ready:" line (the ack deadline is 30 s)
 STOP_TIMEOUT = 30.0  # seconds for the manager to exit after SIGTERM
@@ -80,10 +81,6 @@ LISTENING = re.compile(r"Listening on http://([\d.]+):(\d+)")
 KINDS = ("connect", "read", "write", "timeout", "status")
 WINDOW = (1.5, 0.5)  # log lines shown from this long before a failure to after
 SHOWN = 20  # failures printed in full; --json has all of them
-
-
-class BenchError(Exception):
-    """The run could not be measured; the message says why."""
 
 
 class RequestFailed(Exception):
@@ -421,10 +418,17 @@ class Result:
         return self.worker_restarts / self.workers
 
 
+def use_wrk(tool: str) -> bool:
+    """Whether ``--load-tool`` (auto, wrk or bundled) means wrk here."""
+    if tool == "wrk" and not shutil.which("wrk"):
+        raise BenchError("--load-tool wrk: wrk is not on the PATH")
+    return tool == "wrk" or (tool == "auto" and shutil.which("wrk") is not None)
+
+
 async def generate_load(
     host: str, port: int, args: argparse.Namespace, start: float
 ) -> Load:
-    if shutil.which("wrk"):
+    if use_wrk(args.load_tool):
         return await run_wrk(host, port, args.connections, args.duration)
     client = Client(host, port, start, start + args.duration)
     return await client.run(args.connections)
@@ -629,8 +633,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ARG",
         help="pass ARG to `runtime run` (repeatable), e.g. =--hang-timeout=0",
     )
+    add(
+        "--load-tool",
+        choices=["auto", "wrk", "bundled"],
+        default="auto",
+        help="wrk, the bundled client, or wrk where installed (auto)",
+    )
     add("--json", action="store_true", help="print JSON instead")
-    return parser.parse_args(argv)
+    add(
+        "--quick",
+        action="store_true",
+        help="2 s of load, a SIGHUP every 0.5 s, at least 1 rolling restart (CI)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.every, args.min_restarts = 2.0, 0.5, 1
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

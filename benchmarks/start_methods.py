@@ -35,13 +35,25 @@ killed and the run reported as failed otherwise). Every manager runs in a sessio
 of its own; after each run the driver waits for that session to empty and kills
 whatever is left, reporting it.
 
+idle CPU ms, idle wakeups
+    In the first run of each row, after the memory snapshot: the manager's CPU
+    time and context switches (``/proc/PID/stat`` and every thread's
+    ``voluntary_ctxt_switches`` plus ``nonvoluntary_ctxt_switches``) over
+    ``--idle`` seconds (10) while the workers sit idle. The manager has no
+    polling tick; what wakes it is its workers' liveness beats (one per worker
+    every 5 s at the default 30 s hang timeout; none with ``--hang-timeout 0``).
+
 The table shows, per (method, N), the median and the spread (min-max) over the
 runs; the PSS columns pool every worker of every run. MB means 1024 kB.
 
 Run it with the project's interpreter::
 
-    python benchmarks/start_methods.py [--runs 5] [--workers 2 8] [--json]
-        [--methods fork spawn forkserver]
+    python benchmarks/start_methods.py [--runs 5] [--workers 2 8 32] [--json]
+        [--methods fork spawn forkserver] [--idle 10] [--hang-timeout S]
+        [--plot FILE.png] [--quick]
+
+``--quick`` is one run of 2 workers per method with 2 s of idle watching (CI
+runs it).
 
 Progress goes to stderr; the table (or, with ``--json``, the raw runs and the
 summary) goes to stdout. The exit status is 1 if any run failed or left
@@ -100,6 +112,8 @@ async def app(scope, receive, send):
 
 
 rt = Runtime("bench", app=app)
+if os.environ.get("BENCH_HANG_TIMEOUT"):
+    rt.config.HANG_TIMEOUT = float(os.environ["BENCH_HANG_TIMEOUT"])
 
 
 def replaced(workers: dict[str, dict[str, Any]]) -> bool:
@@ -158,6 +172,9 @@ class RunResult:
     manager_kb: int | None = None
     memory_source: str | None = None
     restart_s: float | None = None
+    idle_s: float | None = None
+    idle_cpu_ms: float | None = None
+    idle_wakeups: int | None = None
     leftovers: list[int] = field(default_factory=list)
     error: str | None = None
 
@@ -321,7 +338,7 @@ def check_ready(
         raise BenchError("; ".join(problems))
 
 
-def measure(proc: subprocess.Popen, result: RunResult) -> None:
+def measure(proc: subprocess.Popen, result: RunResult, idle: float) -> None:
     try:
         ready = json.loads(read_line(proc, READY_TIMEOUT))
     except json.JSONDecodeError as exc:
@@ -330,7 +347,34 @@ def measure(proc: subprocess.Popen, result: RunResult) -> None:
     result.start_s = ready["elapsed"]
     result.restart_s = ready["restart"]
     measure_memory(result, ready)
+    if idle:
+        measure_idle(result, proc.pid, idle)
     stop(proc)
+
+
+def cpu_and_switches(pid: int) -> tuple[float, int]:
+    """(CPU seconds, context switches) of every thread of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    switches = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                    switches += int(line.split()[1])
+    return cpu, switches
+
+
+def measure_idle(result: RunResult, pid: int, seconds: float) -> None:
+    """The manager's own cost while its workers sit idle: CPU time and wakeups
+    (context switches: each time it slept and was woken, or was preempted)."""
+    cpu, switches = cpu_and_switches(pid)
+    time.sleep(seconds)  # the measurement window itself, not a synchronisation
+    cpu_after, switches_after = cpu_and_switches(pid)
+    result.idle_s = seconds
+    result.idle_cpu_ms = (cpu_after - cpu) * 1000
+    result.idle_wakeups = switches_after - switches
 
 
 def log_tail(log: Path, lines: int = 8) -> str:
@@ -341,12 +385,14 @@ def log_tail(log: Path, lines: int = 8) -> str:
     return "".join(f"\n    | {line}" for line in tail)
 
 
-def run_once(script: Path, method: str, workers: int, run: int) -> RunResult:
+def run_once(
+    script: Path, method: str, workers: int, run: int, idle: float
+) -> RunResult:
     result = RunResult(method, workers, run)
     log = script.parent / f"{method}-{workers}-{run}.log"
     proc = launch(script, method, workers, log)
     try:
-        measure(proc, result)
+        measure(proc, result, idle)
     except BenchError as exc:
         result.error = f"{exc}{log_tail(log)}"
     finally:
@@ -374,7 +420,9 @@ def progress(result: RunResult, runs: int) -> None:
     print(f"{where}: {text}", file=sys.stderr, flush=True)
 
 
-def run_all(methods: list[str], counts: list[int], runs: int) -> list[RunResult]:
+def run_all(
+    methods: list[str], counts: list[int], runs: int, idle: float
+) -> list[RunResult]:
     results = []
     with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
         script = Path(tmp) / "bench_app.py"
@@ -382,7 +430,10 @@ def run_all(methods: list[str], counts: list[int], runs: int) -> list[RunResult]
         for method in methods:
             for workers in counts:
                 for run in range(runs):
-                    results.append(run_once(script, method, workers, run))
+                    # The idle cost once per row: it is a property of the
+                    # manager, not something that varies by run.
+                    wait = idle if run == 0 else 0.0
+                    results.append(run_once(script, method, workers, run, wait))
                     progress(results[-1], runs)
     return results
 
@@ -411,6 +462,9 @@ def summarize(group: list[RunResult]) -> dict[str, Any]:
         ),
         "worker_mb": spread([kb / 1024 for r in ok for kb in r.worker_kb]),
         "manager_mb": spread([r.manager_kb / 1024 for r in ok if r.manager_kb]),
+        "idle_cpu_ms": spread([r.idle_cpu_ms for r in ok if r.idle_s]),
+        "idle_wakeups": spread([r.idle_wakeups for r in ok if r.idle_s]),
+        "idle_s": next((r.idle_s for r in ok if r.idle_s), None),
         "memory_source": "/".join(sources) or None,
     }
 
@@ -442,6 +496,8 @@ def table_rows(summary: list[dict[str, Any]], kind: str) -> list[list[str]]:
         "restart ms",
         f"{kind}/worker MB",
         f"manager {kind} MB",
+        "idle CPU ms",
+        "idle wakeups",
     ]
     rows = [header]
     for s in summary:
@@ -453,6 +509,8 @@ def table_rows(summary: list[dict[str, Any]], kind: str) -> list[list[str]]:
                 cell(s["restart_ms"], ".0f"),
                 cell(s["worker_mb"], ".1f"),
                 cell(s["manager_mb"], ".1f", with_range=False),
+                cell(s["idle_cpu_ms"], ".0f", with_range=False),
+                cell(s["idle_wakeups"], ".0f", with_range=False),
             ]
         )
     return rows
@@ -465,6 +523,12 @@ def print_table(summary: list[dict[str, Any]], results: list[RunResult]) -> None
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print(environment_line(results))
     print(memory_line(sources))
+    idle = next((s["idle_s"] for s in summary if s["idle_s"]), None)
+    if idle:
+        print(
+            f"idle: the manager's CPU time and context switches over {idle:g} s "
+            f"with idle workers (first run of each row)"
+        )
     print(format_row(rows[0], widths))
     print("  ".join("-" * w for w in widths))
     for row in rows[1:]:
@@ -516,6 +580,41 @@ def print_json(summary: list[dict[str, Any]], results: list[RunResult]) -> None:
     print(json.dumps(out, indent=2))
 
 
+def plot(summary: list[dict[str, Any]], results: list[RunResult], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("start_ms", "start → all acked (ms)"),
+        ("restart_ms", "restart of one worker (ms)"),
+        ("worker_mb", "memory per worker (MB)"),
+    ]
+    counts = sorted({s["workers"] for s in summary})
+    methods = list(dict.fromkeys(s["method"] for s in summary))
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.5))
+    width = 0.8 / max(1, len(methods))
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for i, method in enumerate(methods):
+            values = []
+            for n in counts:
+                row = next(
+                    (s for s in summary if s["method"] == method and s["workers"] == n),
+                    None,
+                )
+                values.append(row[key]["median"] if row and row[key] else 0)
+            xs = [c + i * width for c in range(len(counts))]
+            ax.bar(xs, values, width, label=method)
+        ax.set_xticks([c + width * (len(methods) - 1) / 2 for c in range(len(counts))])
+        ax.set_xticklabels([f"{n} workers" for n in counts])
+        ax.set_title(title)
+        ax.legend()
+    fig.suptitle(environment_line(results), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 # --- command line -----------------------------------------------------------
 
 
@@ -531,25 +630,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=positive, default=5, help="runs per row")
     parser.add_argument(
-        "--workers", type=positive, nargs="+", default=[2, 8], help="worker counts"
+        "--workers",
+        type=positive,
+        nargs="+",
+        default=[2, 8, 32],
+        help="worker counts (2 8 32)",
     )
     parser.add_argument(
         "--methods", nargs="+", choices=methods, default=methods, help="start methods"
     )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=10.0,
+        help="seconds to watch the idle manager, per row (10; 0: skip)",
+    )
+    parser.add_argument(
+        "--hang-timeout",
+        type=float,
+        default=None,
+        help="HANG_TIMEOUT for the benchmarked runtime (default: its own, 30 s)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead")
-    return parser.parse_args(argv)
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw a chart")
+    parser.add_argument(
+        "--quick", action="store_true", help="one run, 2 workers, 2 s idle (for CI)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.workers, args.idle = 1, [2], 2.0
+    if args.hang_timeout is not None:
+        os.environ["BENCH_HANG_TIMEOUT"] = str(args.hang_timeout)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     if not Path("/proc/self/stat").exists():
         sys.exit("this benchmark reads /proc; it runs on Linux only")
     args = parse_args(argv)
-    results = run_all(args.methods, args.workers, args.runs)
+    results = run_all(args.methods, args.workers, args.runs, args.idle)
     summary = summarize_all(results)
     if args.json:
         print_json(summary, results)
     else:
         print_table(summary, results)
+    if args.plot:
+        plot(summary, results, args.plot)
     bad = any(r.error or r.leftovers for r in results)
     return 1 if bad else 0
 
