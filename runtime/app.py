@@ -373,8 +373,13 @@ def _check_not_bootstrapping() -> None:
     # Set by multiprocessing while a spawn/forkserver child re-imports __main__.
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         main = sys.modules.get("__main__")
-        raise UnguardedRunError(
+        error = UnguardedRunError(
             f"run() was called while a worker process was importing "
             f"{getattr(main, '__file__', '__main__')}; worker processes import that "
             f"module again, so call run() only under `if __name__ == '__main__':`"
         )
+        # One log line, not a traceback per worker: the worker is not running
+        # yet, and the manager explains the failure too.
+        logs.configure("INFO")
+        log.error("%s", error)
+        raise SystemExit(1)

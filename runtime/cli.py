@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import inspect_client, logs, start_methods
+from . import logs, start_methods
 from .app import Runtime
 from .config import LOG_LEVELS, MIN_LIMIT, api_key_problem
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
@@ -277,8 +277,9 @@ def _inspect_command(commands: Any) -> None:
         "inspect",
         help="see or steer a running group through its inspector",
         description="Commands: status (default), reload [--zero-downtime] "
-        "[--name PROCESS], shutdown, scale N, or a custom command with "
-        "--key=value arguments (after -- when a key is one of these options).",
+        "[--name PROCESS], shutdown, scale N, or a custom command with values "
+        "(its parameters in order) and --key=value arguments (after -- when a "
+        "key is one of these options).",
         allow_abbrev=False,
     )
     inspect.add_argument("what", nargs="?", default="status", metavar="command")
@@ -316,6 +317,8 @@ def _inspect(
     scheme = "https" if args.secure else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
     address = f"{scheme}://{host}:{args.port}"
+    from . import inspect_client  # only this command needs an HTTP client
+
     try:
         result = inspect_client.call(
             address, args.what, body, api_key=args.api_key, cafile=args.cafile
@@ -353,14 +356,20 @@ def _inspect_body(
     body = {}
     if "--" in extra:  # what follows it is the command's, even --port=...
         extra.remove("--")
-    for item in extra + rest:
+    positional = []
+    for item in rest + extra:
+        if not item.startswith("-"):
+            positional.append(_json_or_text(item))
+            continue
         key, sep, value = item.removeprefix("--").partition("=")
         key = key.replace("-", "_")
         if not item.startswith("--") or not sep or not key.isidentifier():
             parser.error(
-                f"custom command arguments look like --key=value, got {item!r}"
+                f"custom command arguments are values or --key=value, got {item!r}"
             )
         body[key] = _json_or_text(value)
+    if positional:
+        body["args"] = positional  # the command's parameters, in order
     return body
 
 

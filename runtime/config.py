@@ -8,6 +8,7 @@ receive.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import os
@@ -18,6 +19,8 @@ import attrs
 from .errors import ConfigError
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+log = logging.getLogger("runtime")
 
 
 def _positive_number(name: str, value: object, fix: str) -> float:
@@ -293,7 +296,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if "workers" in out:
         out["workers"] = _int_in(
-            "workers", out["workers"], 1, 1024, "use 1 or more worker processes"
+            "workers", out["workers"], 1, 1024, "use 1 to 1024 worker processes"
         )
     if "port" in out:
         out["port"] = _int_in("port", out["port"], 0, 65535, "use a TCP port")
@@ -349,6 +352,12 @@ def _validate_health(out: dict[str, Any]) -> None:
         out[name] = _seconds_or_off(name, out[name])
     for name in ("max_requests", "max_requests_jitter", "max_worker_memory"):
         out[name] = _int_in(name, out[name], 0, 2**62, "0 turns it off")
+    for jitter, limit in (
+        ("max_requests_jitter", "max_requests"),
+        ("max_lifetime_jitter", "max_lifetime"),
+    ):
+        if out[jitter] and not out[limit]:
+            log.warning("%s has no effect without %s; it is ignored", jitter, limit)
 
 
 def _validate_reload(out: dict[str, Any]) -> None:
@@ -363,4 +372,17 @@ def _validate_reload(out: dict[str, Any]) -> None:
         raise ConfigError(
             "auto_reload restarts worker processes, which single_process has none "
             "of; drop one of them"
+        )
+    if not out["auto_reload"] and (out["reload_include"] or out["reload_exclude"]):
+        log.warning(
+            "reload_include and reload_exclude have no effect without auto_reload "
+            "(--reload); they are ignored"
+        )
+    if out["auto_reload"] and any(
+        fnmatch.fnmatch("x.py", p) for p in out["reload_exclude"]
+    ):
+        log.warning(
+            "reload_exclude %s excludes *.py files: only reload_include patterns "
+            "can trigger a reload",
+            list(out["reload_exclude"]),
         )

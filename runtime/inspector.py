@@ -249,7 +249,9 @@ _CHECKED = (bool, int, float, str, list, dict)  # annotations checked per call
 
 
 def _keywords(fn: Callable[..., Any]) -> Handler:
-    """A custom command: the JSON body becomes its keyword arguments.
+    """A custom command: the JSON body becomes its keyword arguments (and a
+    list under ``args``, unless it has a parameter of that name, its positional
+    ones).
 
     Arguments that do not fit its signature, or its plain annotations (bool,
     int, float, str, list, dict), are a 400. It runs on the manager's loop (no
@@ -263,16 +265,21 @@ def _keywords(fn: Callable[..., Any]) -> Handler:
         hints = {}
 
     async def command(arguments: dict[str, Any]) -> dict[str, Any]:
+        positional: list[Any] = []
+        if "args" in arguments and "args" not in signature.parameters:
+            positional = arguments.pop("args")  # fills parameters in order
+            if not isinstance(positional, list):
+                raise _BadRequest(400, f"args must be a list, got {positional!r}")
         try:
-            signature.bind(**arguments)
+            bound = signature.bind(*positional, **arguments)
         except TypeError as exc:
             raise _BadRequest(400, f"bad arguments for this command: {exc}") from None
-        for key, value in arguments.items():
+        for key, value in bound.arguments.items():
             kind = hints.get(key)
             if kind in _CHECKED and not _fits(value, kind):
                 raise _BadRequest(400, f"{key} must be {kind.__name__}, got {value!r}")
         try:
-            result = fn(**arguments)
+            result = fn(*bound.args, **bound.kwargs)
             if inspect.isawaitable(result):
                 result = await result
         except (Exception, SystemExit) as exc:

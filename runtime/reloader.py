@@ -41,11 +41,14 @@ import os
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-import watchfiles
 
 from .messages import Reload
+
+if TYPE_CHECKING:
+    import watchfiles
 
 log = logging.getLogger("runtime")
 
@@ -132,6 +135,8 @@ def _in_virtual_env(root: Path, relative: Path) -> bool:
 
 def watch(spec: ReloadSpec, pipe: Connection) -> None:
     """The reloader process's work: report each batch of changes, until stopped."""
+    import watchfiles  # here: only the reloader process needs it
+
     changes = watchfiles.watch(
         *spec.roots,
         watch_filter=SourceFilter(spec),

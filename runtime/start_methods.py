@@ -178,12 +178,17 @@ def _dry_run_pickle(method: str, name: str, value: object) -> None:
     try:
         ForkingPickler.dumps(value)
     except RuntimeError as exc:
+        fixed = multiprocessing.get_start_method(allow_none=True) == "fork"
+        also = (
+            "; or remove the code that fixes the global start method to 'fork'"
+            if fixed
+            else ""
+        )
         raise SharedContextError(
             f"Start method {method!r} was requested, but {name} was built in a "
             f"'fork' context, so its locks cannot be sent to {method} workers. "
             f"Ways out: build it from rt.context in main_process_start (for example "
-            f"rt.context.Queue()); or set Runtime.start_method = 'fork'; or remove "
-            f"the code that fixes the global start method to 'fork'."
+            f"rt.context.Queue()); or set Runtime.start_method = 'fork'{also}."
         ) from exc
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise SharedContextError(

@@ -56,6 +56,17 @@ def wait_until(predicate, timeout: float, interval: float = 0.02):
         time.sleep(interval)
 
 
+# Runs the command in place of itself once the kernel has been asked to send it
+# SIGTERM when pytest dies, so a killed test run leaves no server behind.
+TIED_TO_PYTEST = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)  # pytest is gone already
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
 class Launched:
     """One command running in its own session, with its output collected."""
 
@@ -63,8 +74,9 @@ class Launched:
         self, args: list[str], env: dict[str, str], cwd: Path, pass_fds=()
     ) -> None:
         self.args = args
+        tied = [sys.executable, "-c", TIED_TO_PYTEST, str(os.getpid()), *args]
         self.proc = subprocess.Popen(
-            args,
+            tied if sys.platform == "linux" else args,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -63,6 +63,8 @@ def test_status_reload_scale_custom_and_shutdown_from_the_cli(launch):
     served.wait_for(r"Scaled to 3 server worker\(s\)")
     echo = inspect("echo", "--text=hi", "--times=2", "--port", port)
     assert json.loads(echo.stdout) == {"result": "hihi"}
+    positional = inspect("echo", "ab", "3", "--port", port)
+    assert json.loads(positional.stdout) == {"result": "ababab"}
     clash = inspect("echo", "--port", port, "--", "--text=--port=1")
     assert json.loads(clash.stdout) == {"result": "--port=1"}
     assert (
@@ -98,7 +100,7 @@ def test_unreachable_and_refused_are_one_line_and_exit_1(launch):
         ["scale"],
         ["reload", "now"],
         ["echo", "--text"],
-        ["echo", "5"],
+        ["echo", "-x"],
         ["--api-key", "ключключключ"],
         ["--api-key", "has spaces in it"],
     ],
