@@ -145,8 +145,8 @@ class Child:
     custom: CustomSpec | None = None
     table_in_flight: bool = False
     table_version: int = 0
-    last_beat: float = 0.0  # loop time of its latest Beat
-    hang_timer: asyncio.TimerHandle | None = None
+    beat: Any = None  # shared double the worker's loop writes (health.py)
+    last_beat: float = 0.0  # the latest beat the manager saw
     hung: bool = False
     recycle_reason: str | None = None  # a recycle that waits for the slot
     exit_fd: int = attrs.field(init=False, default=-1)

@@ -62,7 +62,6 @@ from .health import HANG_KILL_GRACE, HangWatch
 from .logs import MAIN_NAME
 from .messages import (
     Ack,
-    Beat,
     Failed,
     ManageRequest,
     Recycle,
@@ -424,8 +423,10 @@ class ProcessGroup:
         entry = self.entries[name] = ProcessEntry(server=True, starts=slot.starts)
         if slot.starts > 1:
             entry.restart_at = now()
-        spec = attrs.evolve(self.spec, reloaded=self.reloaded)
+        beat = self.hangs.new_cell(self.context)
+        spec = attrs.evolve(self.spec, reloaded=self.reloaded, beat=beat)
         child = self._launch(entry, name, worker_main, (spec, self.sock), slot)
+        child.beat = beat
         if slot.child is None or not slot.serving:
             slot.child = child
         return child
@@ -595,9 +596,7 @@ class ProcessGroup:
             log.exception("Dropped a message from %s that failed", child.label())
 
     def _handle(self, child: Child, message: object) -> None:
-        if isinstance(message, Beat):
-            self.hangs.beat(child)
-        elif isinstance(message, Ack):
+        if isinstance(message, Ack):
             self._acked(child)
         elif isinstance(message, Failed):
             child.failure = message

@@ -2,23 +2,25 @@
 
 Design note
 -----------
-Hung loops. A serving worker sends ``Beat`` from its own event loop every
+Hung loops. A serving worker beats from its own event loop every
 ``beat_interval(hang_timeout)`` seconds (a quarter of the timeout, at most
-``MAX_BEAT``). The beat is a loop callback, so Python code that blocks the loop
-(a ``time.sleep`` in a handler, a long CPU-bound call) stops the beats; no
-side thread answers for the loop. The manager keeps one timer per worker, set
-for ``last beat + hang_timeout + beat interval``: when it fires and no beat came
-since, the loop has been blocked for longer than the timeout (the extra interval
-keeps a block just shorter than the timeout from counting), and the worker is
-hung. Watching starts at the ack, so a slow boot is governed by the
-ack deadline alone, and stops when the worker is asked to stop (a draining
-worker has the stop's own deadline). A hung worker is asked to stop, killed
-after ``HANG_KILL_GRACE`` if it does not, and its slot is refilled at once (the
-manager ended it, so it does not count towards the crash-loop limit).
+``MAX_BEAT``): it writes ``time.monotonic()`` (one clock for every process on
+the machine) into a shared double the manager gave it at spawn. The beat is a
+loop callback, so Python code that blocks the loop (a ``time.sleep`` in a
+handler, a long CPU-bound call) stops the beats; no side thread answers for the
+loop. Writing shared memory wakes nobody, so beats cost the manager nothing.
 
-The cost is one small pipe message per worker per beat interval (every 5 s at
-the default 30 s timeout) and one timer callback in the manager per beat
-interval; ``benchmarks/`` compares throughput with it on and off.
+The manager keeps one timer for all its workers, due at the earliest ``last
+beat + hang_timeout + beat interval``. When it fires it reads each worker's
+beat; one whose latest beat is older than that has had its loop blocked for
+longer than the timeout (the extra interval keeps a block just shorter than the
+timeout from counting), and is hung. Workers that beat keep moving the deadline,
+so an idle manager wakes about once per hang timeout, however many workers it
+has. Watching starts at the ack, so a slow boot is governed by the ack deadline
+alone, and stops when the worker is asked to stop (a draining worker has the
+stop's own deadline). A hung worker is asked to stop, killed after
+``HANG_KILL_GRACE`` if it does not, and its slot is refilled at once (the
+manager ended it, so it does not count towards the crash-loop limit).
 
 Recycling. A worker counts its own requests (HTTP requests for an ASGI app,
 connections for a protocol factory) and, once it reaches ``max_requests`` plus a
@@ -36,11 +38,13 @@ import logging
 import os
 import random
 import resource
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from multiprocessing.context import BaseContext
+from typing import TYPE_CHECKING, Any
 
 from .config import RunOptions
-from .messages import Beat, Recycle
+from .messages import Recycle
 
 if TYPE_CHECKING:
     from .children import Child
@@ -69,9 +73,12 @@ def resident_bytes() -> int:
 class WorkerHealth:
     """The worker's side: beats, request counting and recycling limits."""
 
-    def __init__(self, options: RunOptions, send: Callable[[object], None]) -> None:
+    def __init__(
+        self, options: RunOptions, send: Callable[[object], None], beat: Any = None
+    ) -> None:
         self.options = options
         self.send = send
+        self.beat = beat  # the shared double; None: nobody watches (no timeout)
         self.requests = 0
         self.request_limit = 0
         if options.max_requests:
@@ -93,7 +100,7 @@ class WorkerHealth:
                 options.max_worker_memory,
             )
             self.memory_limit = 0
-        if options.hang_timeout or self.memory_limit:
+        if (options.hang_timeout and self.beat is not None) or self.memory_limit:
             self._tick()
         if options.max_lifetime:
             lifetime = options.max_lifetime + random.uniform(
@@ -125,18 +132,15 @@ class WorkerHealth:
 
     def _tick(self) -> None:
         options = self.options
-        if options.hang_timeout:
-            try:
-                self.send(Beat())
-            except OSError:
-                return  # the manager is gone; the worker stops by itself
+        if options.hang_timeout and self.beat is not None:
+            self.beat.value = time.monotonic()
         if self.memory_limit and not self._recycling and self._over_memory():
             self._recycle(
                 f"it uses {resident_bytes() / MIB:.0f} MiB (max worker memory "
                 f"{options.max_worker_memory} MiB)"
             )
         intervals = [MEMORY_CHECK] if self.memory_limit else []
-        if options.hang_timeout:
+        if options.hang_timeout and self.beat is not None:
             intervals.append(beat_interval(options.hang_timeout))
         loop = asyncio.get_running_loop()
         self._tick_timer = loop.call_later(min(intervals), self._tick)
@@ -153,7 +157,7 @@ class WorkerHealth:
 
 
 class HangWatch:
-    """The manager's side: notices a serving worker whose beats stopped."""
+    """The manager's side: one timer that notices workers whose beats stopped."""
 
     def __init__(self, timeout: float, on_hung: Callable[[Child, float], None]) -> None:
         self.timeout = timeout
@@ -162,34 +166,48 @@ class HangWatch:
         # silence past ``limit`` proves a block longer than the timeout.
         self.limit = timeout + beat_interval(timeout) if timeout else 0.0
         self.on_hung = on_hung
+        self._watched: set[Child] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def new_cell(self, context: BaseContext) -> Any:
+        """A shared double for one worker's beats; None if nothing watches."""
+        return context.RawValue("d", 0.0) if self.timeout else None
 
     def watch(self, child: Child) -> None:
         """Start watching ``child``; call when it acked."""
-        if not self.timeout:
+        if not self.timeout or child.beat is None:
             return
-        loop = asyncio.get_running_loop()
-        child.last_beat = loop.time()
-        child.hang_timer = loop.call_at(
-            child.last_beat + self.limit, self._check, child
-        )
-
-    def beat(self, child: Child) -> None:
-        child.last_beat = asyncio.get_running_loop().time()
+        child.last_beat = time.monotonic()
+        self._watched.add(child)
+        self._arm()
 
     def forget(self, child: Child) -> None:
-        if child.hang_timer is not None:
-            child.hang_timer.cancel()
-            child.hang_timer = None
+        self._watched.discard(child)
+        if not self._watched and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _check(self, child: Child) -> None:
-        child.hang_timer = None
-        if child.stopping or not child.alive:
-            return
-        loop = asyncio.get_running_loop()
-        silent = loop.time() - child.last_beat
-        if silent >= self.limit:
-            self.on_hung(child, silent)
-        else:
-            child.hang_timer = loop.call_at(
-                child.last_beat + self.limit, self._check, child
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._watched:
+            due = min(c.last_beat for c in self._watched) + self.limit
+            loop = asyncio.get_running_loop()
+            # loop.time() is time.monotonic() on the default and uvloop loops.
+            self._timer = loop.call_at(
+                due - time.monotonic() + loop.time(), self._check
             )
+
+    def _check(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for child in list(self._watched):
+            child.last_beat = max(child.last_beat, child.beat.value)
+            silent = now - child.last_beat
+            if child.stopping or not child.alive:
+                self._watched.discard(child)
+            elif silent >= self.limit:
+                self._watched.discard(child)
+                self.on_hung(child, silent)
+        self._arm()

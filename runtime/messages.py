@@ -7,9 +7,8 @@ so a readable end always holds whole messages. Nothing else crosses the pipe.
 
 Child to manager:
     ``Ack`` once serving; ``Failed`` when start-up raised; ``Stopping`` when a
-    stop signal reached it directly; ``Beat`` from a serving worker's loop;
-    ``Recycle`` when a worker reached one of its limits; ``StateSeen`` after
-    each ``StateTable``;
+    stop signal reached it directly; ``Recycle`` when a worker reached one of
+    its limits; ``StateSeen`` after each ``StateTable``;
     requests (``RestartRequest``, ``ScaleRequest``, ``TerminateRequest``,
     ``ManageRequest``) and ``StateUpdate`` from the multiplexer (``rt.m``);
     ``Reload`` from the reloader.
@@ -39,11 +38,6 @@ class Failed:
     pid: int
     error: str
     traceback: str
-
-
-@attrs.frozen
-class Beat:
-    """The worker's event loop is running (sent from the loop itself)."""
 
 
 @attrs.frozen

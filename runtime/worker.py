@@ -75,6 +75,7 @@ class WorkerSpec:
     options: RunOptions
     shared: dict[str, Any]
     reloaded: tuple[str, ...] = ()  # the changed files, if a reload started it
+    beat: Any = None  # shared double: the loop's latest time.monotonic() (health.py)
 
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
@@ -95,7 +96,7 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None
     except BaseException as exc:
         _report(conn, exc, traceback.format_exc())
         sys.exit(1)
-    lifecycle = ServingLoop(runtime, sock, spec.options, mux=runtime.m)
+    lifecycle = ServingLoop(runtime, sock, spec.options, mux=runtime.m, beat=spec.beat)
     code = uvloop.run(lifecycle.run())
     for sig in STOP_SIGNALS:  # the loop is gone: a late signal must not interrupt
         signal.signal(sig, signal.SIG_IGN)
@@ -158,6 +159,7 @@ class ServingLoop:
         *,
         mux: Multiplexer | None = None,
         on_ready: Callable[[], Awaitable[None]] | None = None,
+        beat: Any = None,
     ) -> None:
         self.runtime = runtime
         self.sock = sock
@@ -166,7 +168,7 @@ class ServingLoop:
         self.on_ready = on_ready
         self.signals = StopSignals()
         self.server: serving.Server | None = None
-        self.health = WorkerHealth(options, mux.send) if mux is not None else None
+        self.health = WorkerHealth(options, mux.send, beat) if mux is not None else None
 
     async def run(self) -> int:
         self.stop = asyncio.Event()
