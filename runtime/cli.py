@@ -58,14 +58,19 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _fd(text: str) -> int:
+def _whole(text: str, what: str, zero: str) -> int:
+    """A whole number of 0 or more; ``what`` and ``zero`` word the errors."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file descriptor") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+        raise argparse.ArgumentTypeError(f"{text!r} must be {zero} or more")
     return value
+
+
+def _fd(text: str) -> int:
+    return _whole(text, "a file descriptor", "0")
 
 
 def _log_level(text: str) -> str:
@@ -156,13 +161,7 @@ def _limit_or_off(text: str) -> float:
 
 
 def _count_or_off(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more")
-    return value
+    return _whole(text, "a whole number", "0 (off)")
 
 
 def _health_options(run: argparse.ArgumentParser) -> None:

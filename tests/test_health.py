@@ -246,6 +246,17 @@ def _cpu_time(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def recycle_under_load(served, replaced: int) -> None:
+    """Load ``served`` until ``replaced`` workers were replaced; none may fail."""
+    load = Load(served.url, threads=4)
+    try:
+        count = lambda: served.count(r"\(zero-downtime\)$")  # noqa: E731
+        assert wait_until(lambda: count() >= replaced, 60), served.output
+    finally:
+        load.stop()
+    assert load.failures == [], load.failures[:5]
+
+
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_max_requests_recycles_without_a_failed_request(launch, method):
     served = serve(
@@ -259,14 +270,7 @@ def test_max_requests_recycles_without_a_failed_request(launch, method):
         "--start-method",
         method,
     )
-    load = Load(served.url, threads=4)
-    try:
-        assert wait_until(lambda: served.count(r"\(zero-downtime\)$") >= 4, 60), (
-            served.output
-        )
-    finally:
-        load.stop()
-    assert load.failures == [], load.failures[:5]
+    recycle_under_load(served, 4)
     limits = [
         int(m.group(1))
         for m in map(re.compile(r"it served (\d+) requests").search, served.lines)
@@ -287,14 +291,7 @@ def test_max_lifetime_recycles_without_a_failed_request(launch):
         "--max-lifetime-jitter",
         "1",
     )
-    load = Load(served.url, threads=4)
-    try:
-        assert wait_until(lambda: served.count(r"\(zero-downtime\)$") >= 4, 60), (
-            served.output
-        )
-    finally:
-        load.stop()
-    assert load.failures == [], load.failures[:5]
+    recycle_under_load(served, 4)
     assert served.count(r"it ran for \d+ s \(max lifetime 2 s, plus jitter\)") >= 4
     stop(served)
 
