@@ -16,7 +16,8 @@ Serving: server workers live in numbered slots. Restarts, scaling and crash
 respawns change which process fills a slot; they are carried out one at a time by
 the conductor (``restarts.py``). A worker that dies while serving is respawned at
 once; one that dies again soon after starting waits with exponential backoff, and
-after ``crash_loop_limit`` such deaths in a row the group stops with exit code 1.
+after ``crash_loop_limit`` such deaths in a row the group stops with exit code 1
+(with reload on, the slot waits for the next code change instead).
 A serving worker whose beats stop (a blocked loop) is stopped, killed if need be
 and replaced; one that reached a recycling limit is replaced without downtime
 (see ``health.py``).
