@@ -648,6 +648,11 @@ def build_report(
 ) -> dict[str, Any]:
     names = list(dict.fromkeys(r.server for r in results))
     summary = [summarize(n, [r for r in results if r.server == n]) for n in names]
+    if args.reference not in names and names:
+        ours = [n for n in names if n.startswith("runtime-")]
+        fallback = (ours or names)[0]
+        skipped.append(f"reference {args.reference} was not run; ratios to {fallback}")
+        args.reference = fallback
     problems, notes = [], []
     for r in results:
         where = f"{r.server} run {r.run + 1}"

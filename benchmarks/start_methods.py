@@ -40,8 +40,9 @@ idle CPU ms, idle wakeups
     time and context switches (``/proc/PID/stat`` and every thread's
     ``voluntary_ctxt_switches`` plus ``nonvoluntary_ctxt_switches``) over
     ``--idle`` seconds (10) while the workers sit idle. The manager has no
-    polling tick; what wakes it is its workers' liveness beats (one per worker
-    every 5 s at the default 30 s hang timeout; none with ``--hang-timeout 0``).
+    polling tick, and its workers' liveness beats go through shared memory;
+    its one timer, the hang check, comes due about once per hang timeout (30 s
+    by default; never with ``--hang-timeout 0``).
 
 The table shows, per (method, N), the median and the spread (min-max) over the
 runs; the PSS columns pool every worker of every run. MB means 1024 kB.

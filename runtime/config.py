@@ -327,6 +327,8 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         path = out.get(name)
         if out.get("inspector") and path and not os.path.isfile(path):
             raise ConfigError(f"{name} {path!r} is not a file; give an existing PEM")
+    if out.get("inspector") and out.get("inspector_tls_cert"):
+        _check_tls(out["inspector_tls_cert"], out["inspector_tls_key"])
     if out.get("inspector") and out.get("single_process"):
         raise ConfigError(
             "the inspector runs in the manager, which single_process has none of; "
@@ -345,6 +347,19 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         "crash_loop_limit", out["crash_loop_limit"], 1, 1000, "e.g. 5"
     )
     return out
+
+
+def _check_tls(cert: str, key: str) -> None:
+    """Load the pair once now, so a bad file is named before anything binds."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"the inspector's TLS certificate {cert!r} and key {key!r} do not load "
+            f"({exc}); give a PEM certificate and its private key"
+        ) from None
 
 
 def _validate_health(out: dict[str, Any]) -> None:

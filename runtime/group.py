@@ -550,6 +550,11 @@ class ProcessGroup:
                 why,
             )
             slot.parked = True
+            if all(s.parked for s in self.slots.values()):
+                log.error(
+                    "No server worker is serving: every one waits for a code "
+                    "change; connections wait in the backlog until then"
+                )
             return
         if slot.streak >= self.options.crash_loop_limit:
             log.error(

@@ -33,6 +33,7 @@ import inspect
 import ipaddress
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -282,7 +283,7 @@ def _keywords(fn: Callable[..., Any]) -> Handler:
             result = fn(*bound.args, **bound.kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
             log.exception("Inspector command %s failed", getattr(fn, "__name__", fn))
             raise _CommandFailed(f"{type(exc).__name__}: {exc}") from None
         return {"result": result}
@@ -338,7 +339,9 @@ async def _json_body(scope: dict[str, Any], receive: Any) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        arguments = json.loads(body, parse_constant=_no_constant)
+        arguments = json.loads(
+            body, parse_constant=_no_constant, parse_float=_finite_float
+        )
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _BadRequest(400, f"body is not JSON: {exc}") from None
     if not isinstance(arguments, dict):
@@ -348,6 +351,13 @@ async def _json_body(scope: dict[str, Any], receive: Any) -> dict[str, Any]:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

@@ -99,6 +99,11 @@ def test_every_log_line_names_process_and_pid(launch):
             + ["--inspector-tls-key", "/no/k.pem"],
             ["'/no/c.pem'", "not a file"],
         ),
+        (
+            ["--inspect", "--inspector-tls-cert", "/etc/passwd"]
+            + ["--inspector-tls-key", "/etc/passwd"],
+            ["'/etc/passwd'", "do not load"],
+        ),
     ],
 )
 def test_bad_arguments_get_one_line_and_exit_2(launch, args, words):

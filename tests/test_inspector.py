@@ -227,6 +227,7 @@ def test_command_errors_types_and_hostile_bodies(launch):
         ("/refuse", b"", 500, "ValueError: a ValueError from inside"),
         ("/echo", b'{"text": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "not JSON"),
         ("/echo", b'{"text": NaN}', 400, "not JSON"),
+        ("/echo", b'{"text": "a", "times": 1e400}', 400, "too large"),
     ]
     for path, content, status, words in cases:
         reply = post(path, content)
