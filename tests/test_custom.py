@@ -59,7 +59,11 @@ def test_tracked_untracked_completed_failed(launch, method):
 
 def test_transient_restarts_with_the_workers_durable_does_not(launch):
     served = _custom(launch, "Trans:ticker:transient,Dur:ticker")
-    before = _table(served)
+    # They start in main_process_ready, so they may not be in the table yet.
+    before = {
+        name: _wait_state(served, name, "STARTED")
+        for name in ("Runtime-Trans-0", "Runtime-Dur-0")
+    }
     assert get(served.url, "/m/restart?all=1").status_code == 200
     served.wait_for(r"Restarted Runtime-Trans-0")
     after = _wait_state(served, "Runtime-Trans-0", "STARTED")
@@ -131,7 +135,7 @@ def test_a_custom_process_that_ignores_sigterm_is_killed(launch):
 
 def test_auto_start_false_waits_for_a_restart_by_name(launch):
     served = _custom(launch, "Later:ticker:manual")
-    assert _table(served)["Runtime-Later-0"]["state"] == "NONE"
+    _wait_state(served, "Runtime-Later-0", "NONE")
     assert get(served.url, "/m/restart?names=Runtime-Later-0").status_code == 200
     entry = _wait_state(served, "Runtime-Later-0", "STARTED")
     assert entry["starts"] == 1
