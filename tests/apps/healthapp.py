@@ -47,6 +47,7 @@ async def app(scope, receive, send):
 
 
 def side():
+    print("side running", flush=True)
     while True:
         time.sleep(1)
 
