@@ -7,6 +7,7 @@ service could not be reached, or it refused the key.
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import sys
@@ -45,12 +46,22 @@ def call(
             return json.loads(reply.read() or b"{}")
     except urllib.error.HTTPError as exc:
         raise InspectError(_http_error(address, exc)) from None
+    except http.client.HTTPException as exc:  # not HTTP at all: TLS, say
+        raise InspectError(
+            f"the inspector at {address} did not answer in HTTP ({exc!r}); if it "
+            f"serves HTTPS, pass --secure"
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         if isinstance(reason, ssl.SSLCertVerificationError):
             raise InspectError(
                 f"the inspector at {address} answered, but its certificate failed "
                 f"verification ({reason.verify_message}); pass its CA with --cafile"
+            ) from None
+        if address.startswith("http://") and isinstance(reason, ConnectionResetError):
+            raise InspectError(
+                f"the inspector at {address} closed the connection without an "
+                f"answer ({reason}); if it serves HTTPS, pass --secure"
             ) from None
         raise InspectError(
             f"cannot reach the inspector at {address} ({reason}); is the runtime "

@@ -162,6 +162,7 @@ def test_the_inspector_over_tls(launch, tmp_path):
     assert "Runtime-Server-0-0" in secure.stdout
     plain = inspect("--port", port)
     assert plain.returncode == 1
+    assert "pass --secure" in plain.stderr, plain.stderr
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
     assert wait_until(lambda: served.proc.poll() is not None, 5)
