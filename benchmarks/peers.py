@@ -88,9 +88,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from restart_under_load import Client, run_wrk, use_wrk
+from restart_under_load import Client, add_load_tool, run_wrk, use_wrk
 from start_methods import (
     BenchError,
+    alive,
     format_row,
     memory_kb,
     positive,
@@ -283,14 +284,6 @@ class Launched:
         except OSError:
             return ""
         return "".join(f"\n    | {line}" for line in text)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def probe(port: int, path: str = "/") -> int | None:
@@ -709,12 +702,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated, from {','.join(names)} (default: all installed)",
     )
     add("--reference", default="runtime-spawn", help="row the ratios divide by")
-    add(
-        "--load-tool",
-        choices=["auto", "wrk", "bundled"],
-        default="auto",
-        help="for req/s: wrk, the bundled client, or wrk where installed (auto)",
-    )
+    add_load_tool(parser, "for req/s: ")
     add("--json", action="store_true", help="print JSON instead of tables")
     add("--plot", metavar="FILE.png", help="also draw a chart (needs matplotlib)")
     add("--quick", action="store_true", help="one run, two seconds of load")

@@ -418,6 +418,16 @@ class Result:
         return self.worker_restarts / self.workers
 
 
+def add_load_tool(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """The ``--load-tool`` option that ``use_wrk`` reads."""
+    parser.add_argument(
+        "--load-tool",
+        choices=["auto", "wrk", "bundled"],
+        default="auto",
+        help=f"{what}wrk, the bundled client, or wrk where installed (auto)",
+    )
+
+
 def use_wrk(tool: str) -> bool:
     """Whether ``--load-tool`` (auto, wrk or bundled) means wrk here."""
     if tool == "wrk" and not shutil.which("wrk"):
@@ -633,12 +643,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="ARG",
         help="pass ARG to `runtime run` (repeatable), e.g. =--hang-timeout=0",
     )
-    add(
-        "--load-tool",
-        choices=["auto", "wrk", "bundled"],
-        default="auto",
-        help="wrk, the bundled client, or wrk where installed (auto)",
-    )
+    add_load_tool(parser)
     add("--json", action="store_true", help="print JSON instead")
     add(
         "--quick",

@@ -199,6 +199,15 @@ def session_members(sid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def wait_any_exit(pids: list[int], timeout: float) -> None:
     """Return when one of ``pids`` exits, or after ``timeout`` seconds."""
     fds: list[int] = []

@@ -78,7 +78,7 @@ class WorkerHealth:
     ) -> None:
         self.options = options
         self.send = send
-        self.beat = beat  # the shared double; None: nobody watches (no timeout)
+        self.beat = beat  # the shared double; None: no hang timeout, no beats
         self.requests = 0
         self.request_limit = 0
         if options.max_requests:
@@ -100,7 +100,7 @@ class WorkerHealth:
                 options.max_worker_memory,
             )
             self.memory_limit = 0
-        if (options.hang_timeout and self.beat is not None) or self.memory_limit:
+        if self.beat is not None or self.memory_limit:
             self._tick()
         if options.max_lifetime:
             lifetime = options.max_lifetime + random.uniform(
@@ -114,7 +114,7 @@ class WorkerHealth:
             )
 
     def _over_memory(self) -> bool:
-        return resident_bytes() > self.options.max_worker_memory * MIB
+        return resident_bytes() > self.memory_limit
 
     def stop(self) -> None:
         for timer in (self._tick_timer, self._lifetime_timer):
@@ -132,7 +132,7 @@ class WorkerHealth:
 
     def _tick(self) -> None:
         options = self.options
-        if options.hang_timeout and self.beat is not None:
+        if self.beat is not None:
             self.beat.value = time.monotonic()
         if self.memory_limit and not self._recycling and self._over_memory():
             self._recycle(
@@ -140,7 +140,7 @@ class WorkerHealth:
                 f"{options.max_worker_memory} MiB)"
             )
         intervals = [MEMORY_CHECK] if self.memory_limit else []
-        if options.hang_timeout and self.beat is not None:
+        if self.beat is not None:
             intervals.append(beat_interval(options.hang_timeout))
         loop = asyncio.get_running_loop()
         self._tick_timer = loop.call_later(min(intervals), self._tick)
@@ -175,7 +175,7 @@ class HangWatch:
 
     def watch(self, child: Child) -> None:
         """Start watching ``child``; call when it acked."""
-        if not self.timeout or child.beat is None:
+        if child.beat is None:  # no hang timeout: nothing to watch
             return
         child.last_beat = time.monotonic()
         self._watched.add(child)
