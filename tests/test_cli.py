@@ -166,3 +166,26 @@ def test_a_runtime_without_a_file_is_refused_under_spawn(launch):
     assert served.wait() == 1
     assert "main module that has no file (python -c" in served.output
     assert "Started Runtime-Server" not in served.output
+
+
+def test_options_that_do_nothing_are_warned_about(launch):
+    served = launch(
+        *python(
+            "-m",
+            "runtime",
+            "run",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--max-requests-jitter",
+            "5",
+            "--reload-include",
+            "*.html",
+        )
+    )
+    served.ready()
+    served.wait_for(r"WARNING max_requests_jitter has no effect without max_requests")
+    served.wait_for(r"WARNING reload_include and reload_exclude have no effect")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

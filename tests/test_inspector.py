@@ -171,7 +171,7 @@ def test_fuzzed_requests_get_a_4xx_and_change_nothing(launch, keyed):
     good = {"Authorization": f"Bearer {KEY}"} if keyed else {}
     before = _servers(base, good)
     commands = {"/", "/reload", "/shutdown", "/scale", "/echo", "/boom", "/hello"}
-    commands.add("/refuse")
+    commands.update({"/refuse", "/interrupt"})
     paths = st.text(
         alphabet="abcdefghijklmnopqrstuvwxyz_/.%-", min_size=1, max_size=20
     ).map(lambda p: "/" + p.lstrip("/"))
@@ -265,3 +265,13 @@ def test_reload_one_process_by_name(launch):
 def _address(base: str) -> tuple[str, int]:
     host, port = base.split("//", 1)[1].rsplit(":", 1)
     return host, int(port)
+
+
+def test_a_command_that_interrupts_is_a_json_500_and_the_manager_carries_on(launch):
+    served, base = _inspected(launch, RT_START_METHOD="fork")
+    reply = httpx.post(base + "/interrupt", timeout=10)
+    assert reply.status_code == 500
+    assert reply.json() == {"error": "KeyboardInterrupt: "}
+    assert httpx.get(base + "/", timeout=10).status_code == 200
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

@@ -118,6 +118,13 @@ def test_unguarded_run_is_explained(launch, method):
     assert "Address already in use" not in served.output
 
 
+def test_unguarded_run_is_one_log_line_per_worker_not_a_traceback(launch):
+    served = _run(launch, "unguarded.py", RT_START_METHOD="spawn")
+    assert served.wait(30) == 1
+    assert "Traceback" not in served.output, served.output
+    assert served.count(r"ERROR run\(\) was called while a worker process") >= 1
+
+
 def test_unpicklable_shared_object_fails_before_any_worker(launch):
     # C04: a lambda cannot reach a spawn worker; say which object and why.
     served = _run(launch, "shared.py", RT_SHARED="lambda")

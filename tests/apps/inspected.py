@@ -1,7 +1,7 @@
 """An app with the inspector on, on a free port. RT_KEY sets the API key,
 RT_INSPECTOR_HOST the address, RT_START_METHOD the start method. Custom
-commands: echo(text, times=1), boom() and refuse() which raise, and hello(who)
-from a subclass of the Inspector."""
+commands: echo(text, times=1), boom(), refuse() and interrupt() which raise,
+and hello(who) from a subclass of the Inspector."""
 
 import os
 
@@ -33,6 +33,11 @@ async def boom():
 @rt.inspector_command
 def refuse():
     raise ValueError("a ValueError from inside the command")
+
+
+@rt.inspector_command
+def interrupt():
+    raise KeyboardInterrupt
 
 
 class Greeting(Inspector):
