@@ -117,6 +117,12 @@ class Slot:
     streak: int = 0  # consecutive processes that died soon after starting
     respawn: asyncio.TimerHandle | None = None
     parked: bool = False  # crash-looped under reload: waits for a code change
+    acked_once: bool = False  # some worker of this slot has served
+
+    @property
+    def ready(self) -> bool:
+        """Its worker is alive and acked."""
+        return self.serving and self.child is not None and self.child.acked.done()
 
     @property
     def serving(self) -> bool:

@@ -138,6 +138,25 @@ class ProcessGroup:
         """Every process's state entry, keyed by process name."""
         return {name: entry.as_dict() for name, entry in self.entries.items()}
 
+    def readiness(self) -> tuple[bool, str]:
+        """Whether the group serves at full strength, and a line saying why.
+
+        Ready: started, not stopping, and every slot that has ever served has an
+        acked worker. A slot a scale-up is still starting does not count yet, so
+        scaling up never makes a serving group unready; a crashed worker, or one
+        restarted stop-then-start, does until its successor acks.
+        """
+        slots = [s for s in self.slots.values() if s.acked_once]
+        ready = sum(1 for s in slots if s.ready)
+        counts = f"{ready}/{len(slots)} server worker(s) ready"
+        if self._stop.is_set():
+            return False, f"stopping; {counts}"
+        if not self._serving:
+            return False, f"starting; {counts}"
+        if ready < len(slots) or not slots:
+            return False, counts
+        return True, counts
+
     def restart(
         self,
         process_names: str | Iterable[str] | None = None,
@@ -630,6 +649,7 @@ class ProcessGroup:
         child.acked.set_result(None)
         log.info("%s acked", child.label())
         if child.slot is not None:
+            child.slot.acked_once = True
             self.hangs.watch(child)
         self.changed()
 
