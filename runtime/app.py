@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
+import attrs
+
 from . import logs, reloader, sockets, start_methods
 from .config import Config, RunOptions
 from .errors import (
@@ -198,6 +200,9 @@ class Runtime(metaclass=_RuntimeType):
         keep_alive_timeout: float | None = None,
         access_log: bool | None = None,
         log_level: str | None = None,
+        log_format: str | None = None,
+        log_file: str | None = None,
+        log_config: str | dict[str, Any] | None = None,
         backlog: int | None = None,
         inspector: bool | None = None,
         inspector_host: str | None = None,
@@ -233,7 +238,8 @@ class Runtime(metaclass=_RuntimeType):
             )
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
         check_exposure(options)
-        logs.configure(options.log_level, options.access_log)
+        settings = logs.LogSettings.of(options)
+        logs.configure(settings)
         if options.single_process:
             return run_single(self, options)
         self._reloading = options.auto_reload
@@ -243,7 +249,12 @@ class Runtime(metaclass=_RuntimeType):
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
+            relay = logs.LogRelay.for_root() if options.log_file else None
             self._manager = ProcessGroup(ctx, sock, options)
+            self._manager.log = attrs.evolve(
+                settings, relay=relay.sending if relay else None
+            )
+            self._manager.log_relay = relay
             if options.auto_reload:
                 self._manager.reload_spec = self._reload_spec(options)
             start_methods.start_forkserver(ctx, self._preload())
@@ -256,6 +267,8 @@ class Runtime(metaclass=_RuntimeType):
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
         group.watch_signals()
+        if group.log_relay is not None:
+            group.log_relay.start(asyncio.get_running_loop())
         inspector = None
         if options.inspector:
             inspector = self.inspector_class(
@@ -286,6 +299,8 @@ class Runtime(metaclass=_RuntimeType):
             if inspector is not None:
                 await inspector.stop()
             await self._main_stop()
+            if group.log_relay is not None:
+                group.log_relay.close()
 
     async def main_process_start_listeners(self, *, single: bool = False) -> None:
         """Run main_process_start; shared_ctx accepts objects only meanwhile."""
@@ -311,6 +326,7 @@ class Runtime(metaclass=_RuntimeType):
             target=self.import_target,
             options=options,
             shared=self.shared_ctx.items(),
+            log=self._manager.log if self._manager else logs.LogSettings(),
         )
 
     def _check_importable(self, method: str) -> None:
@@ -380,6 +396,6 @@ def _check_not_bootstrapping() -> None:
         )
         # One log line, not a traceback per worker: the worker is not running
         # yet, and the manager explains the failure too.
-        logs.configure("INFO")
+        logs.configure()
         log.error("%s", error)
         raise SystemExit(1)

@@ -124,12 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ProcessGroup.THRESHOLD tenths of a second, 30 s unless changed)",
     )
     run.add_argument(
-        "--log-level", type=_log_level, help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
-    )
-    run.add_argument("--access-log", action="store_true", help="log every request")
-    run.add_argument(
         "--app-dir", default=".", help="directory to import the target from"
     )
+    _logging_options(run)
     _health_options(run)
     _reload_options(run)
     _inspector_options(run)
@@ -162,6 +159,35 @@ def _limit_or_off(text: str) -> float:
 
 def _count_or_off(text: str) -> int:
     return _whole(text, "a whole number", "0 (off)")
+
+
+def _logging_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("logging", "the same in every process")
+    group.add_argument(
+        "--log-level", type=_log_level, help=f"{', '.join(LOG_LEVELS)} (default: INFO)"
+    )
+    group.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log every request (default: off)",
+    )
+    group.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text lines or one JSON object per line (default: text)",
+    )
+    group.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="every process's records into this one file, written by the manager",
+    )
+    group.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="a logging config applied in every process: dictConfig as .json or "
+        ".yaml, else fileConfig INI",
+    )
 
 
 def _health_options(run: argparse.ArgumentParser) -> None:
@@ -389,7 +415,7 @@ def _json_or_text(value: str) -> Any:
 def _run(args: argparse.Namespace) -> int:
     sys.path.insert(0, os.path.abspath(args.app_dir))
     target = args.target or DEMO
-    logs.configure(args.log_level or "INFO")
+    logs.configure(logs.LogSettings(level=args.log_level or "INFO"))
     try:
         if args.start_method:
             Runtime.start_method = args.start_method
@@ -405,7 +431,10 @@ def _run(args: argparse.Namespace) -> int:
             graceful_timeout=args.graceful_timeout,
             ack_timeout=args.ack_timeout,
             log_level=args.log_level,
-            access_log=args.access_log or None,
+            access_log=args.access_log,
+            log_format=args.log_format,
+            log_file=args.log_file,
+            log_config=args.log_config,
             inspector=args.inspect or None,
             inspector_host=args.inspector_host,
             inspector_port=args.inspector_port,

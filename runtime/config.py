@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from . import logs
 from .errors import ConfigError
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -63,6 +64,25 @@ def log_level(value: object) -> str:
     raise ConfigError(
         f"log level {value!r} is unknown; use one of {', '.join(LOG_LEVELS)}"
     )
+
+
+def _log_format(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    log_format(value)
+
+
+def log_format(value: object) -> str:
+    if value not in logs.FORMATS:
+        raise ConfigError(
+            f"log format {value!r} is unknown; use one of {', '.join(logs.FORMATS)}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _log_config(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not isinstance(value, str | dict):
+        raise ConfigError(
+            f"{attribute.name} must be a file path or a dictConfig dict, got {value!r}"
+        )
 
 
 def _seconds_or_none(inst: Any, attribute: attrs.Attribute, value: object) -> None:
@@ -176,6 +196,11 @@ class Config:
     KEEP_ALIVE_TIMEOUT: float = attrs.field(default=5.0, validator=_seconds)
     ACCESS_LOG: bool = attrs.field(default=False, validator=_flag)
     LOG_LEVEL: str = attrs.field(default="INFO", validator=_level)
+    LOG_FORMAT: str = attrs.field(default="text", validator=_log_format)
+    LOG_FILE: str | None = attrs.field(default=None, validator=_path)
+    LOG_CONFIG: str | dict[str, Any] | None = attrs.field(
+        default=None, validator=_log_config
+    )
     BACKLOG: int = attrs.field(default=2048, validator=_backlog)
     CRASH_LOOP_LIMIT: int = attrs.field(default=5, validator=_crash_limit)
     INSPECTOR: bool = attrs.field(default=False, validator=_flag)
@@ -215,6 +240,9 @@ class RunOptions:
     keep_alive_timeout: float = 5.0
     access_log: bool = False
     log_level: str = "INFO"
+    log_format: str = "text"
+    log_file: str | None = None
+    log_config: logs.LogConfig | None = None  # read once, by the manager
     backlog: int = 2048
     crash_loop_limit: int = 5
     inspector: bool = False
@@ -250,6 +278,9 @@ class RunOptions:
             "keep_alive_timeout": config.KEEP_ALIVE_TIMEOUT,
             "access_log": config.ACCESS_LOG,
             "log_level": config.LOG_LEVEL,
+            "log_format": config.LOG_FORMAT,
+            "log_file": config.LOG_FILE,
+            "log_config": config.LOG_CONFIG,
             "backlog": config.BACKLOG,
             "crash_loop_limit": config.CRASH_LOOP_LIMIT,
             "inspector": config.INSPECTOR,
@@ -316,7 +347,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         )
     for name in ("ack_timeout", "graceful_timeout", "keep_alive_timeout"):
         out[name] = _positive_number(name, out[name], "use a value such as 15")
-    out["log_level"] = log_level(out["log_level"])
+    _validate_logging(out)
     if problem := api_key_problem(out.get("inspector_api_key")):
         raise ConfigError(f"the inspector API key {problem}")
     if bool(out.get("inspector_tls_cert")) != bool(out.get("inspector_tls_key")):
@@ -347,6 +378,22 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         "crash_loop_limit", out["crash_loop_limit"], 1, 1000, "e.g. 5"
     )
     return out
+
+
+def _validate_logging(out: dict[str, Any]) -> None:
+    out["log_level"] = log_level(out["log_level"])
+    out["log_format"] = log_format(out["log_format"])
+    if out["log_file"] is not None and (
+        not isinstance(out["log_file"], str) or not out["log_file"]
+    ):
+        raise ConfigError(f"log_file must be a file path, got {out['log_file']!r}")
+    out["log_config"] = logs.load_config(out["log_config"])
+    if out["log_config"] is not None:
+        if out["log_file"] or out["log_format"] != "text":
+            raise ConfigError(
+                "log_config sets up handlers and formats itself, so log_file and "
+                "log_format have no place beside it; drop them, or the log config"
+            )
 
 
 def _check_tls(cert: str, key: str) -> None:

@@ -132,7 +132,7 @@ def _check_picklable(name: str, func: Any, kwargs: dict[str, Any], method: str) 
 def custom_main(
     func: Callable[..., Any],
     kwargs: dict[str, Any],
-    log_level: str,
+    log: logs.LogSettings,
     grace: float,
     pass_pipe: bool,
     conn: Connection,
@@ -150,7 +150,7 @@ def custom_main(
     orphaned = threading.Event()
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
-        logs.configure(log_level)
+        logs.configure(log, child=True)
         watcher = threading.Thread(
             target=_watch_manager, args=(conn, grace, orphaned), daemon=True
         )

@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from . import reloader, start_methods
+from . import logs, reloader, start_methods
 from .children import (
     CONTROL_SIGNALS,
     STOP_SIGNALS,
@@ -60,7 +60,7 @@ from .config import RunOptions
 from .custom import CustomSpec, custom_main, custom_spec
 from .errors import ConfigError, GroupNotRunningError, StartFailedError
 from .health import HANG_KILL_GRACE, HangWatch
-from .logs import MAIN_NAME
+from .logs import MAIN_NAME, LogRelay, LogSettings
 from .messages import (
     Ack,
     Failed,
@@ -119,6 +119,8 @@ class ProcessGroup:
                 starts=1,
             )
         }
+        self.log = LogSettings.of(options)  # what children log with
+        self.log_relay: LogRelay | None = None  # carries it to one file
         self.exit_code = 0
         self.conductor = Conductor(self)
         self.hangs = HangWatch(options.hang_timeout, self._on_hung)
@@ -130,6 +132,7 @@ class ProcessGroup:
         self._table_version = 0
         self._broadcast_due = False
         self._last_starts: dict[str, int] = {}
+        self._logging_checked = False
 
     # -- the public API; safe to call from any thread while the group runs --
 
@@ -543,7 +546,7 @@ class ProcessGroup:
         args = (
             spec.func,
             spec.kwargs,
-            options.log_level,
+            self.log,
             options.graceful_timeout,
             spec.pipe,
         )
@@ -623,6 +626,7 @@ class ProcessGroup:
     def _handle(self, child: Child, message: object) -> None:
         if isinstance(message, Ack):
             self._acked(child)
+            self._check_logging(child, message)
         elif isinstance(message, Failed):
             child.failure = message
             detail = f"\n{message.traceback.rstrip()}" if message.traceback else ""
@@ -652,6 +656,22 @@ class ProcessGroup:
             child.slot.acked_once = True
             self.hangs.watch(child)
         self.changed()
+
+    def _check_logging(self, child: Child, ack: Ack) -> None:
+        # Logging set up in the main process only (say, under the main guard)
+        # reaches forked workers, not spawned ones: say so once.
+        if ack.own_logging or self._logging_checked or self.log.config is not None:
+            return
+        self._logging_checked = True
+        if logs.user_configured():
+            log.warning(
+                "Logging was set up in the main process only, so %s (%s) logs "
+                "with the runtime's default handler instead. Pass the set-up as a "
+                "log config (--log-config FILE, or log_config= a dictConfig dict) "
+                "so that every process applies it",
+                child.label(),
+                self.method,
+            )
 
     def _on_hung(self, child: Child, silent: float) -> None:
         log.critical(

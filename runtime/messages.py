@@ -29,6 +29,7 @@ class Ack:
     """The worker is serving: listening, and its after_server_start listeners ran."""
 
     pid: int
+    own_logging: bool = False  # logging was set up by the program or a log config
 
 
 @attrs.frozen

@@ -76,17 +76,19 @@ class WorkerSpec:
     shared: dict[str, Any]
     reloaded: tuple[str, ...] = ()  # the changed files, if a reload started it
     beat: Any = None  # shared double: the loop's latest time.monotonic() (health.py)
+    log: logs.LogSettings = logs.LogSettings()
 
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
     """Process entry point of a server worker."""
     _forget_inherited_signals()
     die_with_parent()  # a SIGKILLed manager leaves no worker behind
-    logs.configure(spec.options.log_level, spec.options.access_log)
     try:
         from .loader import find_runtime
 
         runtime = find_runtime(spec)
+        # After the import: logging the user's module set up there counts.
+        logs.configure(spec.log, child=True)
         name = multiprocessing.current_process().name
         runtime.enter_worker(spec.shared, Multiplexer(conn, name))
         runtime.config.RELOADED_FILES = spec.reloaded
@@ -256,7 +258,7 @@ class ServingLoop:
     def _ack(self) -> None:
         log.info("Serving")
         if self.mux is not None:
-            self.mux.send(Ack(os.getpid()))
+            self.mux.send(Ack(os.getpid(), own_logging=logs.user_configured()))
         if self.health is not None:
             self.health.start()
 
