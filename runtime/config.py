@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from . import logs
+from . import logs, systemd
 from .errors import ConfigError
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -301,6 +301,9 @@ class RunOptions:
             "reload_exclude": config.RELOAD_EXCLUDE,
         }
         values.update(given)
+        activated = _activated_socket(given)
+        if activated is not None:
+            values["fd"] = activated
         if values["reload_dirs"] and "auto_reload" not in given:
             values["auto_reload"] = True  # naming directories to watch asks for it
         return cls(**_validated(values))
@@ -308,6 +311,25 @@ class RunOptions:
     @property
     def log_level_number(self) -> int:
         return logging.getLevelName(self.log_level)
+
+
+def _activated_socket(given: dict[str, Any]) -> int | None:
+    """The fd of the listening socket systemd passed (socket activation), if any."""
+    fds = systemd.listen_fds()
+    if not fds:
+        return None
+    places = [k for k in ("host", "port", "uds", "fd") if given.get(k) is not None]
+    if places:
+        raise ConfigError(
+            f"systemd passed a listening socket (LISTEN_FDS), and {', '.join(places)} "
+            f"was given too; drop {', '.join(places)} to serve the socket unit's"
+        )
+    if len(fds) > 1:
+        raise ConfigError(
+            f"systemd passed {len(fds)} listening sockets (LISTEN_FDS={len(fds)}), "
+            f"and the runtime serves one; give the socket unit one ListenStream="
+        )
+    return fds[0]
 
 
 def _ack_timeout(config: Config, threshold: object) -> float:

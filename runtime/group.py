@@ -45,7 +45,7 @@ from typing import Any
 
 import attrs
 
-from . import logs, reloader, start_methods
+from . import logs, reloader, start_methods, systemd
 from .children import (
     CONTROL_SIGNALS,
     STOP_SIGNALS,
@@ -121,6 +121,8 @@ class ProcessGroup:
         }
         self.log = LogSettings.of(options)  # what children log with
         self.log_relay: LogRelay | None = None  # carries it to one file
+        self.notify = systemd.Notifier.from_environment()
+        self._stopping_told = False
         self.exit_code = 0
         self.conductor = Conductor(self)
         self.hangs = HangWatch(options.hang_timeout, self._on_hung)
@@ -140,6 +142,11 @@ class ProcessGroup:
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every process's state entry, keyed by process name."""
         return {name: entry.as_dict() for name, entry in self.entries.items()}
+
+    @property
+    def serving(self) -> bool:
+        """Started, and not stopping."""
+        return self._serving and not self._stop.is_set()
 
     def readiness(self) -> tuple[bool, str]:
         """Whether the group serves at full strength, and a line saying why.
@@ -294,6 +301,7 @@ class ProcessGroup:
         self._loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS + CONTROL_SIGNALS:
             self._loop.add_signal_handler(sig, self._on_signal, sig)
+        self.notify.start_watchdog(self._loop)
 
     def stop(self, exit_code: int = 0) -> None:
         """Ask the group to stop; the highest exit code asked for wins."""
@@ -339,15 +347,20 @@ class ProcessGroup:
     async def shutdown(self) -> None:
         """Stop every child, whatever state the group is in; safe to repeat."""
         self._serving = False
+        if not self._stopping_told:
+            self._stopping_told = True
+            self.notify.stopping()
         # New connections are refused from now on instead of waiting in the
         # backlog of a socket nobody will accept from again.
         self.sock.close()
         await self.conductor.close()
         await self._stop_all()
+        self.notify.close()
 
     async def _ready(self, on_ready: Callable[[], Awaitable[None]]) -> None:
         serving = sum(1 for s in self.slots.values() if s.serving)
         log.info("Ready: %d worker(s) serving (start method %s)", serving, self.method)
+        self.notify.ready(self.readiness()[1])
         try:
             await self.unless_stopped(on_ready())
         except Exception:
@@ -710,7 +723,7 @@ class ProcessGroup:
             return
         child.recycle_reason = None
         log.info("Recycling %s: %s", child.label(), reason)
-        self.conductor.restart([slot.index], True)
+        self.conductor.restart([slot.index], True, announce=False)
 
     def _recheck_recycles(self) -> None:
         for child in list(self._live.values()):
@@ -906,6 +919,8 @@ class ProcessGroup:
     def _broadcast(self) -> None:
         self._broadcast_due = False
         self._recheck_recycles()
+        if self.serving:
+            self.notify.status(self.readiness()[1])
         for child in list(self._live.values()):
             self._send_table(child)
 

@@ -62,11 +62,17 @@ class Conductor:
         # slot index (or custom process name): zero_downtime
         self._restarts: dict[int | str, bool] = {}
         self._rolling: dict[int | str, bool] = {}  # the running job, not yet begun
+        self._announce = False  # the next job was asked for, not a recycle
         self._task: asyncio.Task[None] | None = None
 
     # -- requests --
 
-    def restart(self, indexes: list[int | str], zero_downtime: bool) -> None:
+    def restart(
+        self, indexes: list[int | str], zero_downtime: bool, announce: bool = True
+    ) -> None:
+        """Queue restarts; ``announce``: tell systemd the service reloads (not
+        for recycling, which is routine)."""
+        self._announce = self._announce or announce
         for index in indexes:
             if index in self._rolling:
                 self._rolling[index] = self._rolling[index] or zero_downtime
@@ -125,7 +131,14 @@ class Conductor:
             await self._scale(workers)
         elif self._restarts:
             self._rolling, self._restarts = self._restarts, {}
-            await self._roll()
+            announce, self._announce = self._announce, False
+            if announce:
+                self.group.notify.reloading()
+            try:
+                await self._roll()
+            finally:
+                if announce and self.group.serving:
+                    self.group.notify.ready(self.group.readiness()[1])
             if not self._restarts:
                 self.group.reloaded = ()  # later starts are not of that reload
         else:

@@ -12,6 +12,7 @@ import os
 import socket
 import stat
 
+from . import systemd
 from .config import RunOptions
 from .errors import AddressError, BindError
 
@@ -19,7 +20,9 @@ from .errors import AddressError, BindError
 def listen(options: RunOptions) -> socket.socket:
     """Return a listening socket for ``options`` (TCP, unix path or inherited fd)."""
     if options.fd is not None:
-        return _from_fd(options.fd, options.backlog)
+        sock = _from_fd(options.fd, options.backlog)
+        systemd.forget_listen_fds()  # used: not for the workers to see
+        return sock
     if options.uds is not None:
         return _unix(options.uds, options.backlog)
     return tcp(options.host, options.port, options.backlog)

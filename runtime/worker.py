@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import uvloop
 
-from . import logs, serving, sockets
+from . import logs, serving, sockets, systemd
 from .children import (
     CONTROL_SIGNALS,
     MANAGER_SIGNALS,
@@ -121,13 +121,18 @@ async def _single(runtime: Runtime, sock: socket.socket, options: RunOptions) ->
     except Exception:
         log.exception("A main_process_start listener failed; not starting")
         return 1
+    notify = systemd.Notifier.from_environment()
+    notify.start_watchdog(asyncio.get_running_loop())
     try:
 
         async def ready() -> None:
+            notify.ready("serving in a single process")
             await runtime.listeners.run("main_process_ready", runtime)
 
         return await ServingLoop(runtime, sock, options, on_ready=ready).run()
     finally:
+        notify.stopping()
+        notify.close()
         try:
             await runtime.listeners.run("main_process_stop", runtime)
         except Exception:
