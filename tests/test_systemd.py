@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import threading
 import time
 
 import pytest
-from conftest import START_METHODS, python, wait_until
+from conftest import APPS, START_METHODS, python, wait_until
 from http_client import get
 
-from runtime import systemd
+from runtime import cli, systemd
+from runtime.group import STOP_MARGIN
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -222,3 +224,26 @@ def test_sockets_passed_to_another_process_are_left_alone(launch):
     assert not url.endswith(f":{port}")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_the_example_units_match_the_runtime():
+    units = APPS.parent.parent / "examples" / "systemd"
+    service = _unit(units / "shop.service")
+    assert service["Type"] == "notify" and service["KillMode"] == "mixed"
+    command = shlex.split(service["ExecStart"])
+    assert command[0].endswith("/runtime")
+    args = cli.build_parser().parse_args(command[1:])  # exits on a bad flag
+    stop_time = float(service["TimeoutStopSec"])
+    assert stop_time > args.graceful_timeout + STOP_MARGIN
+    assert args.port is None and args.host is None  # the socket unit's
+    socket_unit = _unit(units / "shop.socket")
+    assert socket_unit["ListenStream"]
+
+
+def _unit(path) -> dict[str, str]:
+    keys = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            keys[key.strip()] = value.strip()
+    return keys
