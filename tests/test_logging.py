@@ -318,6 +318,19 @@ def test_the_log_file_is_reopened_after_it_is_moved_away(launch, tmp_path):
     assert "moved" not in (tmp_path / "app.log.1").read_text()
 
 
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_custom_processes_log_into_the_one_file(launch, tmp_path, method):
+    log_file = tmp_path / "all.log"
+    served = launch(
+        *python("-m", "runtime", "run", "custom:rt", "--port", "0")
+        + ["--log-file", str(log_file), "--start-method", method],
+        env={"RT_CUSTOM": "writer:logs"},
+    )
+    url_in(log_file)
+    wait_in_file(log_file, r"Runtime-writer-0\[\d+\] WARNING a custom process logs$")
+    stop(served)
+
+
 def test_json_records_carry_fields_and_tracebacks():
     formatter = logs.JsonFormatter()
     try:

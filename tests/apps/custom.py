@@ -6,6 +6,7 @@ untracked, manual (no auto_start) and workers2. KINDs:
 
 ticker   counts on the shared Value until stopped; says "ticker stopped" on SIGTERM
 once     returns at once (COMPLETED)
+logs     logs one warning and returns
 fail     raises (FAILED, exit code 1)
 stubborn ignores SIGTERM (killed after the graceful timeout)
 parent   starts a child process of its own and waits for it
@@ -23,6 +24,7 @@ GET /manage?name=&kind=&flags=   rt.m.manage(...) from this handler, awaited
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -51,6 +53,10 @@ def ticker(count):
 
 def once():
     say("once ran")
+
+
+def logs():
+    logging.getLogger("custom").warning("a custom process logs")
 
 
 def fail():
@@ -107,6 +113,7 @@ async def atick(count):
 KINDS = {
     "ticker": ticker,
     "once": once,
+    "logs": logs,
     "fail": fail,
     "stubborn": stubborn,
     "parent": parent,
