@@ -27,7 +27,7 @@ from .errors import (
     UnguardedRunError,
 )
 from .group import ProcessGroup
-from .inspector import Inspector, check_exposure
+from .inspector import HealthChecks, Inspector, check_exposure
 from .listeners import Listeners
 from .multiplexer import Multiplexer
 from .shared import SharedContext
@@ -135,11 +135,7 @@ class Runtime(metaclass=_RuntimeType):
             raise ConfigError(
                 f"an inspector command must be a public, named function, got {fn!r}"
             )
-        if ("POST", f"/{name}") in {
-            ("POST", "/reload"),
-            ("POST", "/shutdown"),
-            ("POST", "/scale"),
-        }:
+        if name in ("reload", "shutdown", "scale", "healthz", "readyz"):
             raise ConfigError(f"inspector command {name!r} is built in; rename it")
         self.inspector_commands[name] = fn
         return fn
@@ -205,6 +201,9 @@ class Runtime(metaclass=_RuntimeType):
         inspector_api_key: str | None = None,
         inspector_tls_cert: str | None = None,
         inspector_tls_key: str | None = None,
+        health_without_key: bool | None = None,
+        health_port: int | None = None,
+        health_host: str | None = None,
         hang_timeout: float | None = None,
         max_requests: int | None = None,
         max_requests_jitter: int | None = None,
@@ -261,12 +260,17 @@ class Runtime(metaclass=_RuntimeType):
             inspector = self.inspector_class(
                 group, self.name, options, self.inspector_commands
             )
+        health = None
+        if options.health_port is not None:
+            health = HealthChecks(group, options)
         try:
-            if inspector is not None:
+            for service, what in ((inspector, "Inspector"), (health, "Health checks")):
+                if service is None:
+                    continue
                 try:
-                    await inspector.start()
+                    await service.start()
                 except BindError as exc:
-                    log.error("Inspector: %s", exc)
+                    log.error("%s: %s", what, exc)
                     return 1
             try:
                 start = self.main_process_start_listeners()
@@ -283,8 +287,9 @@ class Runtime(metaclass=_RuntimeType):
             return await group.run(self._spec(options), self._main_ready)
         finally:
             await group.shutdown()  # custom processes may run even if start failed
-            if inspector is not None:
-                await inspector.stop()
+            for service in (inspector, health):
+                if service is not None:
+                    await service.stop()
             await self._main_stop()
 
     async def main_process_start_listeners(self, *, single: bool = False) -> None:

@@ -141,6 +141,12 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"RUNTIME_{name}") or None
 
 
+def _env_flag(name: str) -> bool:
+    """RUNTIME_<name> as a switch: unset, empty, 0, false, no or off is off."""
+    value = (_env(name) or "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
 def _seconds_or_off(text: str) -> float:
     try:
         value = float(text)
@@ -240,7 +246,7 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--inspect",
         action="store_true",
-        default=bool(_env("INSPECTOR")),
+        default=_env_flag("INSPECTOR"),
         help="run the inspector (RUNTIME_INSPECTOR=1)",
     )
     group.add_argument(
@@ -268,6 +274,24 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
         default=_env("INSPECTOR_TLS_KEY"),
         metavar="PATH",
         help="the certificate's private key",
+    )
+    group.add_argument(
+        "--health-without-key",
+        action="store_true",
+        default=_env_flag("HEALTH_WITHOUT_KEY"),
+        help="GET /healthz and /readyz on the inspector need no API key",
+    )
+    group.add_argument(
+        "--health-port",
+        type=_port,
+        default=_env("HEALTH_PORT"),
+        help="also serve only /healthz and /readyz, without a key, on this port "
+        "(even without --inspect)",
+    )
+    group.add_argument(
+        "--health-host",
+        default=_env("HEALTH_HOST"),
+        help="where the health port listens (default: the inspector's host)",
     )
 
 
@@ -412,6 +436,9 @@ def _run(args: argparse.Namespace) -> int:
             inspector_api_key=args.inspector_api_key,
             inspector_tls_cert=args.inspector_tls_cert,
             inspector_tls_key=args.inspector_tls_key,
+            health_without_key=args.health_without_key or None,
+            health_port=args.health_port,
+            health_host=args.health_host,
             hang_timeout=args.hang_timeout,
             max_requests=args.max_requests,
             max_requests_jitter=args.max_requests_jitter,
