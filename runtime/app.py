@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from . import logs, reloader, sockets, start_methods
+from . import logs, pidfile, reloader, sockets, start_methods
 from .config import Config, RunOptions
 from .errors import (
     BindError,
@@ -204,6 +204,7 @@ class Runtime(metaclass=_RuntimeType):
         health_without_key: bool | None = None,
         health_port: int | None = None,
         health_host: str | None = None,
+        pid_file: str | None = None,
         hang_timeout: float | None = None,
         max_requests: int | None = None,
         max_requests_jitter: int | None = None,
@@ -233,6 +234,8 @@ class Runtime(metaclass=_RuntimeType):
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
         check_exposure(options)
         logs.configure(options.log_level, options.access_log)
+        if options.pid_file is not None:
+            pidfile.check(options.pid_file)  # before anything binds
         if options.single_process:
             return run_single(self, options)
         self._reloading = options.auto_reload
@@ -242,11 +245,12 @@ class Runtime(metaclass=_RuntimeType):
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
-            self._manager = ProcessGroup(ctx, sock, options)
-            if options.auto_reload:
-                self._manager.reload_spec = self._reload_spec(options)
-            start_methods.start_forkserver(ctx, self._preload())
-            return asyncio.run(self._manage(self._manager, options))
+            with pidfile.held(options.pid_file):
+                self._manager = ProcessGroup(ctx, sock, options)
+                if options.auto_reload:
+                    self._manager.reload_spec = self._reload_spec(options)
+                start_methods.start_forkserver(ctx, self._preload())
+                return asyncio.run(self._manage(self._manager, options))
         finally:
             Runtime._active_runs -= 1
             self._manager = None

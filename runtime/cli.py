@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--app-dir", default=".", help="directory to import the target from"
     )
+    run.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the manager's pid there once listening; removed at exit",
+    )
     _health_options(run)
     _reload_options(run)
     _inspector_options(run)
@@ -439,6 +444,7 @@ def _run(args: argparse.Namespace) -> int:
             health_without_key=args.health_without_key or None,
             health_port=args.health_port,
             health_host=args.health_host,
+            pid_file=args.pid_file,
             hang_timeout=args.hang_timeout,
             max_requests=args.max_requests,
             max_requests_jitter=args.max_requests_jitter,

@@ -199,6 +199,7 @@ class Config:
     HEALTH_WITHOUT_KEY: bool = attrs.field(default=False, validator=_flag)
     HEALTH_PORT: int | None = attrs.field(default=None, validator=_port_or_none)
     HEALTH_HOST: str | None = attrs.field(default=None, validator=_host_or_none)
+    PID_FILE: str | None = attrs.field(default=None, validator=_path)
     HANG_TIMEOUT: float = attrs.field(default=30.0, validator=_off_or_seconds)
     MAX_REQUESTS: int = attrs.field(default=0, validator=_off_or_count)
     MAX_REQUESTS_JITTER: int = attrs.field(default=0, validator=_off_or_count)
@@ -239,6 +240,7 @@ class RunOptions:
     health_without_key: bool = False  # /healthz and /readyz need no inspector key
     health_port: int | None = None  # a port serving only /healthz and /readyz
     health_host: str = "localhost"  # where it listens; the inspector's host if unset
+    pid_file: str | None = None  # the manager's pid, written once it listens
     hang_timeout: float = 30.0  # 0: off
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -277,6 +279,7 @@ class RunOptions:
             "health_without_key": config.HEALTH_WITHOUT_KEY,
             "health_port": config.HEALTH_PORT,
             "health_host": config.HEALTH_HOST,
+            "pid_file": config.PID_FILE,
             "hang_timeout": config.HANG_TIMEOUT,
             "max_requests": config.MAX_REQUESTS,
             "max_requests_jitter": config.MAX_REQUESTS_JITTER,
@@ -359,6 +362,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     _validate_reload(out)
     _validate_health(out)
     _validate_health_checks(out)
+    out["pid_file"] = _pid_file(out.get("pid_file"))
     for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
@@ -426,6 +430,23 @@ def _validate_health_checks(out: dict[str, Any]) -> None:
             "health_without_key has no effect without an inspector API key: no "
             "route needs one; it is ignored"
         )
+
+
+def _pid_file(path: object) -> str | None:
+    """An absolute path whose directory exists, or None."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"pid_file must be a file path, got {path!r}")
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"pid_file {path!r} is a directory; name a file in it")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(
+            f"pid_file {path!r}: its directory does not exist; create it or "
+            f"choose another path"
+        )
+    return path
 
 
 def _validate_reload(out: dict[str, Any]) -> None:

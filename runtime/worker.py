@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import uvloop
 
-from . import logs, serving, sockets
+from . import logs, pidfile, serving, sockets
 from .children import (
     CONTROL_SIGNALS,
     MANAGER_SIGNALS,
@@ -108,7 +108,8 @@ def run_single(runtime: Runtime, options: RunOptions) -> int:
     sock = sockets.listen(options)
     try:
         log.info("Listening on %s (single process)", sockets.describe(sock))
-        return uvloop.run(_single(runtime, sock, options))
+        with pidfile.held(options.pid_file):
+            return uvloop.run(_single(runtime, sock, options))
     finally:
         sockets.close(sock, options)
 

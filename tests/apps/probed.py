@@ -1,5 +1,5 @@
-"""An app for health checks, set up from Python (rt.config and run() arguments)
-by environment variables.
+"""An app for health checks and pid files, set up from Python (rt.config and
+run() arguments) by environment variables.
 
 RT_START_METHOD     Runtime.start_method
 RT_WORKERS          workers (default 1)
@@ -9,6 +9,8 @@ RT_HEALTH_PORT=N    rt.config.HEALTH_PORT (0: a free one), on 127.0.0.1
 RT_HEALTH_HOST      run(health_host=...)
 RT_SLOW_MAIN=S      main_process_start sleeps S seconds
 RT_SLOW_START=S     before_server_start sleeps S seconds (each worker)
+RT_PID_FILE         rt.config.PID_FILE
+RT_PORT             the port (default 0, a free one)
 RT_SINGLE=1         single-process mode
 RT_CUSTOM=1         main_process_ready starts a custom process, Runtime-Side-0
 
@@ -63,6 +65,7 @@ rt.config.INSPECTOR_PORT = 0
 rt.config.INSPECTOR_API_KEY = env("RT_KEY") or None
 if env("RT_HEALTH_PORT"):
     rt.config.HEALTH_PORT = int(env("RT_HEALTH_PORT"))
+rt.config.PID_FILE = env("RT_PID_FILE") or None
 
 
 @rt.main_process_start
@@ -92,7 +95,7 @@ if __name__ == "__main__":
         options["health_host"] = env("RT_HEALTH_HOST")
     rt.run(
         host="127.0.0.1",
-        port=0,
+        port=int(env("RT_PORT", "0")),
         workers=int(env("RT_WORKERS", "1")),
         single_process=bool(env("RT_SINGLE")) or None,
         **options,
