@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from . import logs, pidfile, reloader, sockets, start_methods
+from . import logs, pidfile, privileges, reloader, sockets, start_methods
 from .config import Config, RunOptions
 from .errors import (
     BindError,
@@ -205,6 +205,8 @@ class Runtime(metaclass=_RuntimeType):
         health_port: int | None = None,
         health_host: str | None = None,
         pid_file: str | None = None,
+        user: str | int | None = None,
+        group: str | int | None = None,
         hang_timeout: float | None = None,
         max_requests: int | None = None,
         max_requests_jitter: int | None = None,
@@ -249,7 +251,6 @@ class Runtime(metaclass=_RuntimeType):
                 self._manager = ProcessGroup(ctx, sock, options)
                 if options.auto_reload:
                     self._manager.reload_spec = self._reload_spec(options)
-                start_methods.start_forkserver(ctx, self._preload())
                 return asyncio.run(self._manage(self._manager, options))
         finally:
             Runtime._active_runs -= 1
@@ -259,6 +260,7 @@ class Runtime(metaclass=_RuntimeType):
 
     async def _manage(self, group: ProcessGroup, options: RunOptions) -> int:
         group.watch_signals()
+        uds = options.uds if options.fd is None else None
         inspector = None
         if options.inspector:
             inspector = self.inspector_class(
@@ -276,6 +278,11 @@ class Runtime(metaclass=_RuntimeType):
                 except BindError as exc:
                     log.error("%s: %s", what, exc)
                     return 1
+            # Everything that may need root is bound: the rest runs unprivileged.
+            identity = privileges.resolve(options.user, options.group)
+            privileges.drop(identity, uds, fresh=group.method != "fork")
+            if group.method == "forkserver":
+                start_methods.start_forkserver(group.context, self._preload())
             try:
                 start = self.main_process_start_listeners()
                 if not await group.unless_stopped(start):

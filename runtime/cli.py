@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write the manager's pid there once listening; removed at exit",
     )
+    run.add_argument(
+        "--user",
+        metavar="NAME|UID",
+        help="switch to this user once the sockets are bound (needs root)",
+    )
+    run.add_argument(
+        "--group",
+        metavar="NAME|GID",
+        help="switch to this group (default: the user's own)",
+    )
     _health_options(run)
     _reload_options(run)
     _inspector_options(run)
@@ -445,6 +455,8 @@ def _run(args: argparse.Namespace) -> int:
             health_port=args.health_port,
             health_host=args.health_host,
             pid_file=args.pid_file,
+            user=args.user,
+            group=args.group,
             hang_timeout=args.hang_timeout,
             max_requests=args.max_requests,
             max_requests_jitter=args.max_requests_jitter,

@@ -127,6 +127,12 @@ def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
         raise ConfigError(f"{attribute.name} must be a file path, got {value!r}")
 
 
+def _identity(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    from . import privileges
+
+    privileges.check(value, attribute.name)
+
+
 def _dirs(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     reload_dirs(value, attribute.name)
 
@@ -200,6 +206,8 @@ class Config:
     HEALTH_PORT: int | None = attrs.field(default=None, validator=_port_or_none)
     HEALTH_HOST: str | None = attrs.field(default=None, validator=_host_or_none)
     PID_FILE: str | None = attrs.field(default=None, validator=_path)
+    USER: str | int | None = attrs.field(default=None, validator=_identity)
+    GROUP: str | int | None = attrs.field(default=None, validator=_identity)
     HANG_TIMEOUT: float = attrs.field(default=30.0, validator=_off_or_seconds)
     MAX_REQUESTS: int = attrs.field(default=0, validator=_off_or_count)
     MAX_REQUESTS_JITTER: int = attrs.field(default=0, validator=_off_or_count)
@@ -241,6 +249,8 @@ class RunOptions:
     health_port: int | None = None  # a port serving only /healthz and /readyz
     health_host: str = "localhost"  # where it listens; the inspector's host if unset
     pid_file: str | None = None  # the manager's pid, written once it listens
+    user: str | int | None = None  # switched to once everything is bound
+    group: str | int | None = None
     hang_timeout: float = 30.0  # 0: off
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -280,6 +290,8 @@ class RunOptions:
             "health_port": config.HEALTH_PORT,
             "health_host": config.HEALTH_HOST,
             "pid_file": config.PID_FILE,
+            "user": config.USER,
+            "group": config.GROUP,
             "hang_timeout": config.HANG_TIMEOUT,
             "max_requests": config.MAX_REQUESTS,
             "max_requests_jitter": config.MAX_REQUESTS_JITTER,
@@ -363,6 +375,7 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     _validate_health(out)
     _validate_health_checks(out)
     out["pid_file"] = _pid_file(out.get("pid_file"))
+    _validate_identity(out)
     for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
@@ -430,6 +443,15 @@ def _validate_health_checks(out: dict[str, Any]) -> None:
             "health_without_key has no effect without an inspector API key: no "
             "route needs one; it is ignored"
         )
+
+
+def _validate_identity(out: dict[str, Any]) -> None:
+    """The user and group to switch to: known here, now, before binding."""
+    from . import privileges
+
+    for name in ("user", "group"):
+        out[name] = privileges.check(out.get(name), name)
+    privileges.resolve(out["user"], out["group"])
 
 
 def _pid_file(path: object) -> str | None:

@@ -40,6 +40,10 @@ class PidFileError(RuntimeErrorBase):
     written."""
 
 
+class PrivilegeError(RuntimeErrorBase, PermissionError):
+    """Raised when the manager may not switch to the user or group it was given."""
+
+
 class AddressError(ConfigError):
     """Raised when the address to listen on is not valid here (bad host, path, fd)."""
 

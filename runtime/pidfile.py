@@ -75,16 +75,16 @@ def write(path: str) -> None:
 
 def remove(path: str) -> None:
     """Remove ``path`` if it still holds our pid."""
-    if read(path) != os.getpid():
-        return
     try:
+        if _pid_in(path) != os.getpid():
+            return
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
         log.warning(
             "Could not remove the pid file %s (%s); the next start replaces it. "
-            "Keep it in a directory the user the runtime runs as can write",
+            "Keep it in a directory that the user the runtime runs as can write",
             path,
             exc.strerror,
         )
@@ -93,10 +93,14 @@ def remove(path: str) -> None:
 def read(path: str) -> int | None:
     """The pid ``path`` holds; None if it is missing, unreadable or no pid."""
     try:
-        with open(path) as f:
-            text = f.read(64).strip()
-    except (OSError, UnicodeDecodeError):
+        return _pid_in(path)
+    except OSError:
         return None
+
+
+def _pid_in(path: str) -> int | None:
+    with open(path, "rb") as f:
+        text = f.read(64).strip()
     if not text.isdigit() or not 0 < int(text) < 2**31:
         return None
     return int(text)

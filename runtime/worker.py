@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import uvloop
 
-from . import logs, pidfile, serving, sockets
+from . import logs, pidfile, privileges, serving, sockets
 from .children import (
     CONTROL_SIGNALS,
     MANAGER_SIGNALS,
@@ -109,6 +109,8 @@ def run_single(runtime: Runtime, options: RunOptions) -> int:
     try:
         log.info("Listening on %s (single process)", sockets.describe(sock))
         with pidfile.held(options.pid_file):
+            identity = privileges.resolve(options.user, options.group)
+            privileges.drop(identity, options.uds if options.fd is None else None)
             return uvloop.run(_single(runtime, sock, options))
     finally:
         sockets.close(sock, options)
