@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from . import logs, pidfile, privileges, reloader, sockets, start_methods
+from . import logs, pidfile, privileges, reloader, sockets, start_methods, titles
 from .config import Config, RunOptions
 from .errors import (
     BindError,
@@ -247,6 +247,7 @@ class Runtime(metaclass=_RuntimeType):
         Runtime._active_runs += 1
         try:
             log.info("Listening on %s", sockets.describe(sock))
+            titles.set_title(f"manager [{self.name}]")
             with pidfile.held(options.pid_file):
                 self._manager = ProcessGroup(ctx, sock, options)
                 if options.auto_reload:

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from . import privileges
 from .errors import ConfigError
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -128,8 +129,6 @@ def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
 
 
 def _identity(inst: Any, attribute: attrs.Attribute, value: object) -> None:
-    from . import privileges
-
     privileges.check(value, attribute.name)
 
 
@@ -447,8 +446,6 @@ def _validate_health_checks(out: dict[str, Any]) -> None:
 
 def _validate_identity(out: dict[str, Any]) -> None:
     """The user and group to switch to: known here, now, before binding."""
-    from . import privileges
-
     for name in ("user", "group"):
         out[name] = privileges.check(out.get(name), name)
     privileges.resolve(out["user"], out["group"])

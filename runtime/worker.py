@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import uvloop
 
-from . import logs, pidfile, privileges, serving, sockets
+from . import logs, pidfile, privileges, serving, sockets, titles
 from .children import (
     CONTROL_SIGNALS,
     MANAGER_SIGNALS,
@@ -80,6 +80,7 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
     """Process entry point of a server worker."""
+    titles.set_title(multiprocessing.current_process().name)
     _forget_inherited_signals()
     die_with_parent()  # a SIGKILLed manager leaves no worker behind
     logs.configure(spec.options.log_level, spec.options.access_log)
@@ -108,6 +109,7 @@ def run_single(runtime: Runtime, options: RunOptions) -> int:
     sock = sockets.listen(options)
     try:
         log.info("Listening on %s (single process)", sockets.describe(sock))
+        titles.set_title(f"single process [{runtime.name}]")
         with pidfile.held(options.pid_file):
             identity = privileges.resolve(options.user, options.group)
             privileges.drop(identity, options.uds if options.fd is None else None)
