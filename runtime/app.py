@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from . import logs, reloader, sockets, start_methods
+from . import logs, pidfile, privileges, reloader, sockets, start_methods, titles
 from .config import Config, RunOptions
 from .errors import (
     BindError,
@@ -29,7 +29,7 @@ from .errors import (
     UnguardedRunError,
 )
 from .group import ProcessGroup
-from .inspector import Inspector, check_exposure
+from .inspector import HealthChecks, Inspector, check_exposure
 from .listeners import Listeners
 from .multiplexer import Multiplexer
 from .shared import SharedContext
@@ -137,11 +137,7 @@ class Runtime(metaclass=_RuntimeType):
             raise ConfigError(
                 f"an inspector command must be a public, named function, got {fn!r}"
             )
-        if ("POST", f"/{name}") in {
-            ("POST", "/reload"),
-            ("POST", "/shutdown"),
-            ("POST", "/scale"),
-        }:
+        if name in ("reload", "shutdown", "scale", "healthz", "readyz"):
             raise ConfigError(f"inspector command {name!r} is built in; rename it")
         self.inspector_commands[name] = fn
         return fn
@@ -210,6 +206,12 @@ class Runtime(metaclass=_RuntimeType):
         inspector_api_key: str | None = None,
         inspector_tls_cert: str | None = None,
         inspector_tls_key: str | None = None,
+        health_without_key: bool | None = None,
+        health_port: int | None = None,
+        health_host: str | None = None,
+        pid_file: str | None = None,
+        user: str | int | None = None,
+        group: str | int | None = None,
         hang_timeout: float | None = None,
         max_requests: int | None = None,
         max_requests_jitter: int | None = None,
@@ -240,6 +242,8 @@ class Runtime(metaclass=_RuntimeType):
         check_exposure(options)
         settings = logs.LogSettings.of(options)
         logs.configure(settings)
+        if options.pid_file is not None:
+            pidfile.check(options.pid_file)  # before anything binds
         if options.single_process:
             return run_single(self, options)
         self._reloading = options.auto_reload
@@ -250,15 +254,16 @@ class Runtime(metaclass=_RuntimeType):
         try:
             log.info("Listening on %s", sockets.describe(sock))
             relay = logs.LogRelay.for_root() if options.log_file else None
-            self._manager = ProcessGroup(ctx, sock, options)
-            self._manager.log = attrs.evolve(
-                settings, relay=relay.sending if relay else None
-            )
-            self._manager.log_relay = relay
-            if options.auto_reload:
-                self._manager.reload_spec = self._reload_spec(options)
-            start_methods.start_forkserver(ctx, self._preload())
-            return asyncio.run(self._manage(self._manager, options))
+            titles.set_title(f"manager [{self.name}]")
+            with pidfile.held(options.pid_file):
+                self._manager = ProcessGroup(ctx, sock, options)
+                self._manager.log = attrs.evolve(
+                    settings, relay=relay.sending if relay else None
+                )
+                self._manager.log_relay = relay
+                if options.auto_reload:
+                    self._manager.reload_spec = self._reload_spec(options)
+                return asyncio.run(self._manage(self._manager, options))
         finally:
             Runtime._active_runs -= 1
             self._manager = None
@@ -269,18 +274,29 @@ class Runtime(metaclass=_RuntimeType):
         group.watch_signals()
         if group.log_relay is not None:
             group.log_relay.start(asyncio.get_running_loop())
+        uds = options.uds if options.fd is None else None
         inspector = None
         if options.inspector:
             inspector = self.inspector_class(
                 group, self.name, options, self.inspector_commands
             )
+        health = None
+        if options.health_port is not None:
+            health = HealthChecks(group, options)
         try:
-            if inspector is not None:
+            for service, what in ((inspector, "Inspector"), (health, "Health checks")):
+                if service is None:
+                    continue
                 try:
-                    await inspector.start()
+                    await service.start()
                 except BindError as exc:
-                    log.error("Inspector: %s", exc)
+                    log.error("%s: %s", what, exc)
                     return 1
+            # Everything that may need root is bound: the rest runs unprivileged.
+            identity = privileges.resolve(options.user, options.group)
+            privileges.drop(identity, uds, fresh=group.method != "fork")
+            if group.method == "forkserver":
+                start_methods.start_forkserver(group.context, self._preload())
             try:
                 start = self.main_process_start_listeners()
                 if not await group.unless_stopped(start):
@@ -296,8 +312,9 @@ class Runtime(metaclass=_RuntimeType):
             return await group.run(self._spec(options), self._main_ready)
         finally:
             await group.shutdown()  # custom processes may run even if start failed
-            if inspector is not None:
-                await inspector.stop()
+            for service in (inspector, health):
+                if service is not None:
+                    await service.stop()
             await self._main_stop()
             if group.log_relay is not None:
                 group.log_relay.close()

@@ -127,6 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--app-dir", default=".", help="directory to import the target from"
     )
     _logging_options(run)
+    run.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the manager's pid there once listening; removed at exit",
+    )
+    run.add_argument(
+        "--user",
+        metavar="NAME|UID",
+        help="switch to this user once the sockets are bound (needs root)",
+    )
+    run.add_argument(
+        "--group",
+        metavar="NAME|GID",
+        help="switch to this group (default: the user's own)",
+    )
     _health_options(run)
     _reload_options(run)
     _inspector_options(run)
@@ -136,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _env(name: str) -> str | None:
     return os.environ.get(f"RUNTIME_{name}") or None
+
+
+def _env_flag(name: str) -> bool:
+    """RUNTIME_<name> as a switch: unset, empty, 0, false, no or off is off."""
+    value = (_env(name) or "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
 
 
 def _seconds_or_off(text: str) -> float:
@@ -266,7 +287,7 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--inspect",
         action="store_true",
-        default=bool(_env("INSPECTOR")),
+        default=_env_flag("INSPECTOR"),
         help="run the inspector (RUNTIME_INSPECTOR=1)",
     )
     group.add_argument(
@@ -294,6 +315,24 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
         default=_env("INSPECTOR_TLS_KEY"),
         metavar="PATH",
         help="the certificate's private key",
+    )
+    group.add_argument(
+        "--health-without-key",
+        action="store_true",
+        default=_env_flag("HEALTH_WITHOUT_KEY"),
+        help="GET /healthz and /readyz on the inspector need no API key",
+    )
+    group.add_argument(
+        "--health-port",
+        type=_port,
+        default=_env("HEALTH_PORT"),
+        help="also serve only /healthz and /readyz, without a key, on this port "
+        "(even without --inspect)",
+    )
+    group.add_argument(
+        "--health-host",
+        default=_env("HEALTH_HOST"),
+        help="where the health port listens (default: the inspector's host)",
     )
 
 
@@ -441,6 +480,12 @@ def _run(args: argparse.Namespace) -> int:
             inspector_api_key=args.inspector_api_key,
             inspector_tls_cert=args.inspector_tls_cert,
             inspector_tls_key=args.inspector_tls_key,
+            health_without_key=args.health_without_key or None,
+            health_port=args.health_port,
+            health_host=args.health_host,
+            pid_file=args.pid_file,
+            user=args.user,
+            group=args.group,
             hang_timeout=args.hang_timeout,
             max_requests=args.max_requests,
             max_requests_jitter=args.max_requests_jitter,

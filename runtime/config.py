@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from . import logs, systemd
+from . import logs, privileges, systemd
 from .errors import ConfigError
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -116,6 +116,16 @@ def _host(inst: Any, attribute: attrs.Attribute, value: object) -> None:
         raise ConfigError(f"{attribute.name} must be a host name, got {value!r}")
 
 
+def _host_or_none(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None:
+        _host(inst, attribute, value)
+
+
+def _port_or_none(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None:
+        _int_in(attribute.name, value, 0, 65535, "use a TCP port such as 6458")
+
+
 def api_key_problem(value: object) -> str | None:
     """Why ``value`` cannot be an inspector API key, or None if it can."""
     if value is None:
@@ -135,6 +145,10 @@ def _key(inst: Any, attribute: attrs.Attribute, value: object) -> None:
 def _path(inst: Any, attribute: attrs.Attribute, value: object) -> None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{attribute.name} must be a file path, got {value!r}")
+
+
+def _identity(inst: Any, attribute: attrs.Attribute, value: object) -> None:
+    privileges.check(value, attribute.name)
 
 
 def _dirs(inst: Any, attribute: attrs.Attribute, value: object) -> None:
@@ -211,6 +225,12 @@ class Config:
     )
     INSPECTOR_TLS_CERT: str | None = attrs.field(default=None, validator=_path)
     INSPECTOR_TLS_KEY: str | None = attrs.field(default=None, validator=_path)
+    HEALTH_WITHOUT_KEY: bool = attrs.field(default=False, validator=_flag)
+    HEALTH_PORT: int | None = attrs.field(default=None, validator=_port_or_none)
+    HEALTH_HOST: str | None = attrs.field(default=None, validator=_host_or_none)
+    PID_FILE: str | None = attrs.field(default=None, validator=_path)
+    USER: str | int | None = attrs.field(default=None, validator=_identity)
+    GROUP: str | int | None = attrs.field(default=None, validator=_identity)
     HANG_TIMEOUT: float = attrs.field(default=30.0, validator=_off_or_seconds)
     MAX_REQUESTS: int = attrs.field(default=0, validator=_off_or_count)
     MAX_REQUESTS_JITTER: int = attrs.field(default=0, validator=_off_or_count)
@@ -251,6 +271,12 @@ class RunOptions:
     inspector_api_key: str | None = attrs.field(default=None, repr=False)
     inspector_tls_cert: str | None = None
     inspector_tls_key: str | None = None
+    health_without_key: bool = False  # /healthz and /readyz need no inspector key
+    health_port: int | None = None  # a port serving only /healthz and /readyz
+    health_host: str = "localhost"  # where it listens; the inspector's host if unset
+    pid_file: str | None = None  # the manager's pid, written once it listens
+    user: str | int | None = None  # switched to once everything is bound
+    group: str | int | None = None
     hang_timeout: float = 30.0  # 0: off
     max_requests: int = 0
     max_requests_jitter: int = 0
@@ -289,6 +315,12 @@ class RunOptions:
             "inspector_api_key": config.INSPECTOR_API_KEY,
             "inspector_tls_cert": config.INSPECTOR_TLS_CERT,
             "inspector_tls_key": config.INSPECTOR_TLS_KEY,
+            "health_without_key": config.HEALTH_WITHOUT_KEY,
+            "health_port": config.HEALTH_PORT,
+            "health_host": config.HEALTH_HOST,
+            "pid_file": config.PID_FILE,
+            "user": config.USER,
+            "group": config.GROUP,
             "hang_timeout": config.HANG_TIMEOUT,
             "max_requests": config.MAX_REQUESTS,
             "max_requests_jitter": config.MAX_REQUESTS_JITTER,
@@ -392,6 +424,9 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     )
     _validate_reload(out)
     _validate_health(out)
+    _validate_health_checks(out)
+    out["pid_file"] = _pid_file(out.get("pid_file"))
+    _validate_identity(out)
     for name in ("single_process", "access_log", "inspector"):
         if name in out and not isinstance(out[name], bool):
             raise ConfigError(f"{name} must be True or False, got {out[name]!r}")
@@ -442,6 +477,63 @@ def _validate_health(out: dict[str, Any]) -> None:
     ):
         if out[jitter] and not out[limit]:
             log.warning("%s has no effect without %s; it is ignored", jitter, limit)
+
+
+def _validate_health_checks(out: dict[str, Any]) -> None:
+    """/healthz and /readyz: on the inspector, and on a port of their own."""
+    port, host = out.get("health_port"), out.get("health_host")
+    if port is not None:
+        port = _int_in("health_port", port, 0, 65535, "use a TCP port such as 6458")
+    if host is not None and (not isinstance(host, str) or not host):
+        raise ConfigError(f"health_host must be a host name or address, got {host!r}")
+    if port is not None and out.get("single_process"):
+        raise ConfigError(
+            "the health port is served by the manager, which single_process has "
+            "none of; drop one of them"
+        )
+    if host is not None and port is None:
+        log.warning("health_host has no effect without health_port; it is ignored")
+    out["health_port"] = port
+    out["health_host"] = host or out.get("inspector_host") or "localhost"
+    without_key = out.get("health_without_key", False)
+    if not isinstance(without_key, bool):
+        raise ConfigError(
+            f"health_without_key must be True or False, got {without_key!r}"
+        )
+    if without_key and not out.get("inspector"):
+        log.warning(
+            "health_without_key has no effect without the inspector (--inspect); "
+            "it is ignored"
+        )
+    elif without_key and not out.get("inspector_api_key"):
+        log.warning(
+            "health_without_key has no effect without an inspector API key: no "
+            "route needs one; it is ignored"
+        )
+
+
+def _validate_identity(out: dict[str, Any]) -> None:
+    """The user and group to switch to: known here, now, before binding."""
+    for name in ("user", "group"):
+        out[name] = privileges.check(out.get(name), name)
+    privileges.resolve(out["user"], out["group"])
+
+
+def _pid_file(path: object) -> str | None:
+    """An absolute path whose directory exists, or None."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"pid_file must be a file path, got {path!r}")
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ConfigError(f"pid_file {path!r} is a directory; name a file in it")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise ConfigError(
+            f"pid_file {path!r}: its directory does not exist; create it or "
+            f"choose another path"
+        )
+    return path
 
 
 def _validate_reload(out: dict[str, Any]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import multiprocessing
 import os
 import re
 import signal
@@ -34,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from . import logs, start_methods
+from . import logs, start_methods, titles
 from .children import CONTROL_SIGNALS, MANAGER_SIGNALS, die_with_parent
 from .errors import ConfigError, SharedContextError
 
@@ -138,6 +139,7 @@ def custom_main(
     conn: Connection,
 ) -> None:
     """Process entry point of a custom process."""
+    titles.set_title(multiprocessing.current_process().name)
     # A process group of its own: what it starts can be ended with it.
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)

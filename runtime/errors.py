@@ -35,6 +35,15 @@ class BindError(RuntimeErrorBase, OSError):
     """Raised when the listening socket cannot be created (address in use...)."""
 
 
+class PidFileError(RuntimeErrorBase):
+    """Raised when the pid file names another running process, or cannot be
+    written."""
+
+
+class PrivilegeError(RuntimeErrorBase, PermissionError):
+    """Raised when the manager may not switch to the user or group it was given."""
+
+
 class AddressError(ConfigError):
     """Raised when the address to listen on is not valid here (bad host, path, fd)."""
 

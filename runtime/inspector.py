@@ -12,9 +12,12 @@ the manager. It uses no threads, so forking workers while it answers is safe.
 Safe by default: it is off; it listens on localhost; listening anywhere else
 without an API key is refused at start. With a key, every request must carry
 ``Authorization: Bearer KEY`` (compared in constant time); otherwise the answer
-is 401 and nothing changes.
+is 401 and nothing changes. ``health_without_key`` lets only ``GET /healthz``
+and ``GET /readyz`` through without it.
 
-Routes: ``GET /`` the status; ``POST /reload`` (``{"zero_downtime": bool}``),
+Routes: ``GET /`` the status; ``GET /healthz`` (200 while the manager's loop
+answers) and ``GET /readyz`` (200 while ``ProcessGroup.readiness()`` is ready,
+else 503, with its reason); ``POST /reload`` (``{"zero_downtime": bool}``),
 ``POST /shutdown``, ``POST /scale`` (``{"replicas": n}``); and ``POST /<name>``
 for each custom command: a function registered with ``@rt.inspector_command``
 or a public method a subclass of Inspector adds (``rt.inspector_class``), called
@@ -24,6 +27,10 @@ time be coroutine functions. Nothing else is reachable: no private name, no
 attribute of the service itself. Bad input gets a 4xx with a JSON error body
 and leaves the group untouched; a command that raises is a 500. A request must
 arrive whole within ``READ_TIMEOUT``, or its connection is closed.
+
+The health port (``HealthChecks``) serves the two health routes alone, on the
+same code and loop, without a key and without needing the inspector; since it
+can change nothing and tells no more than readiness, it may listen anywhere.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from . import serving, sockets
 from .children import manager_only, release
@@ -96,11 +105,12 @@ class Inspector:
             ("POST", "/reload"): self.reload,
             ("POST", "/shutdown"): self.shutdown,
             ("POST", "/scale"): self.scale,
+            ("GET", "/healthz"): self.healthz,
+            ("GET", "/readyz"): self.readyz,
         }
         for command, fn in {**self._own_commands(), **(commands or {})}.items():
             self.routes[("POST", f"/{command}")] = _keywords(fn)
-        self._server: serving.AsgiServer | None = None
-        self._sock: socket.socket | None = None
+        self._endpoint = Endpoint(self.app, "the inspector")
 
     def _own_commands(self) -> dict[str, Callable[..., Any]]:
         """Public methods a subclass adds; nothing of the base class itself."""
@@ -115,56 +125,21 @@ class Inspector:
 
     async def start(self) -> None:
         options = self.options
-        self._sock = sockets.tcp(
-            options.inspector_host, options.inspector_port, 128, inheritable=False
-        )
-        manager_only(self._sock)
         tls = None
         if options.inspector_tls_cert and options.inspector_tls_key:
             tls = (options.inspector_tls_cert, options.inspector_tls_key)
-        self._server = serving.AsgiServer(
-            self.app,
-            keep_alive_timeout=5,
-            access_log=False,
-            backlog=128,
-            tls=tls,
-            websockets=False,
-            read_timeout=READ_TIMEOUT,
+        address = await self._endpoint.start(
+            options.inspector_host, options.inspector_port, tls
         )
-        try:
-            await self._server.start(self._sock)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            raise BindError(f"cannot serve the inspector: {exc}") from None
-        address = sockets.describe(self._sock)
-        if tls:
-            address = address.replace("http://", "https://", 1)
         log.info("Inspector listening on %s", address)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            await self._server.drain(0)
-            await self._server.close()
-        if self._sock is not None:
-            release(self._sock)
+        await self._endpoint.stop()
 
     # -- the ASGI app --
 
     async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
-        status, body = await self._answer(scope, receive)
-        data = json.dumps(body, default=_json_default).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+        await _json_app(self._answer, scope, receive, send)
 
     async def _answer(
         self, scope: dict[str, Any], receive: Any
@@ -193,11 +168,19 @@ class Inspector:
         except Exception as exc:  # a command failed; the manager carries on
             log.exception("Inspector command %s %s failed", method, path)
             return 500, {"error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(result, Answer):
+            return result.status, result.body
         return 200, result
 
     def _authorized(self, scope: dict[str, Any]) -> bool:
         key = self.options.inspector_api_key
         if not key:
+            return True
+        if (
+            self.options.health_without_key
+            and scope["method"] == "GET"
+            and scope["path"] in HEALTH_PATHS
+        ):
             return True
         given = dict(scope["headers"]).get(b"authorization", b"")
         scheme, _, token = given.partition(b" ")
@@ -218,6 +201,12 @@ class Inspector:
             "pid": os.getpid(),
             "workers": self.group.workers,
         }
+
+    def healthz(self, arguments: dict[str, Any]) -> Answer:
+        return Answer(*liveness())
+
+    def readyz(self, arguments: dict[str, Any]) -> Answer:
+        return Answer(*readiness(self.group))
 
     def reload(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """Restart every server worker, or the processes ``name`` lists."""
@@ -244,6 +233,132 @@ class Inspector:
             raise ValueError('scale needs {"replicas": N}')
         self.group.scale(replicas)
         return {"replicas": replicas}
+
+
+@attrs.frozen
+class Answer:
+    """A command's reply with a status of its own (not 200)."""
+
+    status: int
+    body: dict[str, Any]
+
+
+HEALTH_PATHS = ("/healthz", "/readyz")
+
+
+def liveness() -> tuple[int, dict[str, Any]]:
+    """/healthz: answering at all means the manager's loop runs."""
+    return 200, {"alive": True}
+
+
+def readiness(group: ProcessGroup) -> tuple[int, dict[str, Any]]:
+    """/readyz: 200 while the group serves at full strength, else 503."""
+    ready, reason = group.readiness()
+    return (200 if ready else 503), {"ready": ready, "reason": reason}
+
+
+class HealthChecks:
+    """/healthz and /readyz alone, on a port of their own, without a key.
+
+    Served on the manager's loop like the inspector (and by the same code), but
+    it needs neither the inspector nor its key, and nothing else is reachable
+    through it, so it may listen beyond this machine.
+    """
+
+    def __init__(self, group: ProcessGroup, options: RunOptions) -> None:
+        self.group = group
+        self.options = options
+        self._endpoint = Endpoint(self.app, "the health checks")
+
+    async def start(self) -> None:
+        options = self.options
+        assert options.health_port is not None
+        address = await self._endpoint.start(options.health_host, options.health_port)
+        log.info("Health checks listening on %s (/healthz, /readyz)", address)
+
+    async def stop(self) -> None:
+        await self._endpoint.stop()
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await _json_app(self._answer, scope, receive, send)
+
+    async def _answer(
+        self, scope: dict[str, Any], receive: Any
+    ) -> tuple[int, dict[str, Any]]:
+        path, method = scope["path"], scope["method"]
+        if path not in HEALTH_PATHS:
+            return 404, {"error": f"no health check at {path}; try /healthz, /readyz"}
+        if method != "GET":
+            return 405, {"error": f"{method} is not allowed on {path}"}
+        if path == "/healthz":
+            return liveness()
+        return readiness(self.group)
+
+
+class Endpoint:
+    """One HTTP listener on the manager's loop, served by uvicorn's protocol
+    layer: the inspector's, and the health port's."""
+
+    def __init__(self, app: Any, what: str) -> None:
+        self.app = app
+        self.what = what
+        self._server: serving.AsgiServer | None = None
+        self._sock: socket.socket | None = None
+
+    async def start(
+        self, host: str, port: int, tls: tuple[str, str] | None = None
+    ) -> str:
+        """Bind and serve; return the address. BindError if it cannot."""
+        self._sock = sockets.tcp(host, port, 128, inheritable=False)
+        manager_only(self._sock)
+        self._server = serving.AsgiServer(
+            self.app,
+            keep_alive_timeout=5,
+            access_log=False,
+            backlog=128,
+            tls=tls,
+            websockets=False,
+            read_timeout=READ_TIMEOUT,
+        )
+        try:
+            await self._server.start(self._sock)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise BindError(f"cannot serve {self.what}: {exc}") from None
+        address = sockets.describe(self._sock)
+        if tls:
+            address = address.replace("http://", "https://", 1)
+        return address
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.drain(0)
+            await self._server.close()
+        if self._sock is not None:
+            release(self._sock)
+
+
+async def _json_app(
+    answer: Callable[[dict[str, Any], Any], Awaitable[tuple[int, dict[str, Any]]]],
+    scope: dict[str, Any],
+    receive: Any,
+    send: Any,
+) -> None:
+    """An ASGI app of JSON replies: ``answer`` says the status and the body."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    status, body = await answer(scope, receive)
+    data = json.dumps(body, default=_json_default).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
 
 
 _CHECKED = (bool, int, float, str, list, dict)  # annotations checked per call

@@ -8,6 +8,7 @@ refused.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import stat
@@ -15,6 +16,8 @@ import stat
 from . import systemd
 from .config import RunOptions
 from .errors import AddressError, BindError
+
+log = logging.getLogger("runtime")
 
 
 def listen(options: RunOptions) -> socket.socket:
@@ -48,6 +51,8 @@ def close(sock: socket.socket, options: RunOptions) -> None:
                 os.unlink(options.uds)
         except FileNotFoundError:
             pass
+        except OSError as exc:  # its directory is not the user's we switched to
+            log.warning("Could not remove %s (%s)", options.uds, exc.strerror)
 
 
 def tcp(

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import uvloop
 
-from . import logs, serving, sockets, systemd
+from . import logs, pidfile, privileges, serving, sockets, systemd, titles
 from .children import (
     CONTROL_SIGNALS,
     MANAGER_SIGNALS,
@@ -81,6 +81,7 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
     """Process entry point of a server worker."""
+    titles.set_title(multiprocessing.current_process().name)
     _forget_inherited_signals()
     die_with_parent()  # a SIGKILLed manager leaves no worker behind
     try:
@@ -110,7 +111,11 @@ def run_single(runtime: Runtime, options: RunOptions) -> int:
     sock = sockets.listen(options)
     try:
         log.info("Listening on %s (single process)", sockets.describe(sock))
-        return uvloop.run(_single(runtime, sock, options))
+        titles.set_title(f"single process [{runtime.name}]")
+        with pidfile.held(options.pid_file):
+            identity = privileges.resolve(options.user, options.group)
+            privileges.drop(identity, options.uds if options.fd is None else None)
+            return uvloop.run(_single(runtime, sock, options))
     finally:
         sockets.close(sock, options)
 

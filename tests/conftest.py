@@ -7,6 +7,7 @@ including ones re-parented after their parent died, can be found by session id.
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -71,10 +72,14 @@ class Launched:
     """One command running in its own session, with its output collected."""
 
     def __init__(
-        self, args: list[str], env: dict[str, str], cwd: Path, pass_fds=()
+        self, args: list[str], env: dict[str, str], cwd: Path, pass_fds=(), user=None
     ) -> None:
         self.args = args
         tied = [sys.executable, "-c", TIED_TO_PYTEST, str(os.getpid()), *args]
+        as_user = {}
+        if user is not None:  # root only: start the command as that user
+            entry = pwd.getpwnam(user)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         self.proc = subprocess.Popen(
             tied if sys.platform == "linux" else args,
             stdout=subprocess.PIPE,
@@ -85,6 +90,7 @@ class Launched:
             text=True,
             start_new_session=True,
             pass_fds=pass_fds,
+            **as_user,
         )
         self.pid = self.proc.pid
         self.lines: list[str] = []
@@ -180,14 +186,14 @@ def launch(tmp_path):
     """Start commands in their own sessions; fail the test if any process is left."""
     started: list[Launched] = []
 
-    def start(*args: str, env=None, cwd: Path | None = None, pass_fds=()):
+    def start(*args: str, env=None, cwd: Path | None = None, pass_fds=(), user=None):
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(APPS), full_env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.update(env or {})
-        launched = Launched(list(args), full_env, cwd or tmp_path, pass_fds)
+        launched = Launched(list(args), full_env, cwd or tmp_path, pass_fds, user)
         started.append(launched)
         return launched
 

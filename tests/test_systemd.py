@@ -247,3 +247,20 @@ def _unit(path) -> dict[str, str]:
             key, _, value = line.partition("=")
             keys[key.strip()] = value.strip()
     return keys
+
+
+def test_the_example_kubernetes_deployment_matches_the_runtime():
+    yaml = pytest.importorskip("yaml")
+    path = APPS.parent.parent / "examples" / "kubernetes" / "shop.yaml"
+    pod = yaml.safe_load(path.read_text())["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:2] == ["runtime", "run"]
+    args = cli.build_parser().parse_args(container["command"][1:])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": args.port, "health": args.health_port}
+    assert args.host == "0.0.0.0" and args.health_host == "0.0.0.0"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > pause + args.graceful_timeout + STOP_MARGIN
