@@ -26,6 +26,12 @@ The state table (``workers``) has one entry per process. It is pushed to the
 server workers (for ``rt.m``) whenever it changes, at most one copy in flight per
 worker, so a worker that stops reading can never block the manager.
 
+Readiness (``readiness()``, which ``/readyz`` and systemd's ``STATUS=`` report):
+started, not stopping, and every slot that has served has an acked worker. Under
+systemd the group says ``READY=1`` once the first acks are in, ``RELOADING=1``
+and ``READY=1`` around each requested restart (recycling is routine and says
+nothing) and ``STOPPING=1`` when it stops (``systemd.py``).
+
 Stop: every live child gets ``Stop`` on its pipe and has ``graceful_timeout`` plus
 a short margin (for its stop listeners) to exit; then it is killed with a warning.
 A second stop signal kills what is left at once.
