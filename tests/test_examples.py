@@ -1,0 +1,82 @@
+"""Every program in examples/ starts, does what its docstring says, and stops."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import python
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(launch, name: str, **env: str):
+    port = free_port()
+    served = launch(*python(str(EXAMPLES / name)), env={"PORT": str(port), **env})
+    served.ready()
+    return served, f"http://127.0.0.1:{port}"
+
+
+def stop(served) -> None:
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0, served.output
+
+
+def test_hello(launch):
+    served, url = start(launch, "hello.py")
+    assert httpx.get(url).text.startswith("hello from Runtime-Server-")
+    stop(served)
+
+
+def test_echo_protocol(launch):
+    served, url = start(launch, "echo_protocol.py")
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"hi\n")
+        assert conn.recv(16) == b"hi\n"
+    stop(served)
+
+
+def test_shared_counter(launch):
+    served, url = start(launch, "shared_counter.py")
+    counts = [int(httpx.get(url).text.split()[0]) for _ in range(6)]
+    assert counts == [1, 2, 3, 4, 5, 6]  # one counter, whichever worker answers
+    stop(served)
+
+
+def test_mailer(launch):
+    served, url = start(launch, "mailer.py")
+    assert httpx.post(url).status_code == 202
+    served.wait_for(r"Runtime-Mailer-0\[\d+\] WARNING mailer sent mail queued by ")
+    stop(served)
+
+
+def test_control(launch):
+    inspector = free_port()
+    served, url = start(launch, "control.py", INSPECTOR_PORT=str(inspector))
+    assert httpx.get(url).status_code == 200
+    asked = launch(
+        sys.executable,
+        "-m",
+        "runtime",
+        "inspect",
+        "greet",
+        "--who=ops",
+        "--port",
+        str(inspector),
+    )
+    assert asked.wait() == 0, asked.output
+    assert "hello ops, 2 server worker(s) here" in asked.output
+    stop(served)
