@@ -196,6 +196,7 @@ def test_ttin_and_ttou_scale_by_one(launch):
     assert served.wait() == 0
 
 
+# C09: kill -9 of an acked worker.
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_a_killed_worker_is_reaped_logged_and_replaced(launch, method):
     served = _control(launch, RT_START_METHOD=method, RT_WORKERS="4")
@@ -237,6 +238,7 @@ def test_a_crash_loop_ends_with_exit_1(launch):
     )
 
 
+# C10: a worker that exits 0 by itself.
 def test_a_planned_exit_is_refilled(launch):
     served = _control(launch, RT_START_METHOD="fork")
     before = wait_settled(served, 2)

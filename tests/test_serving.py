@@ -93,6 +93,7 @@ def _ipv6_available() -> bool:
     return True
 
 
+# C15: other families (IPv6).
 @pytest.mark.skipif(not _ipv6_available(), reason="no IPv6 loopback here")
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_ipv6_socket_is_shared_by_workers(launch, method):
@@ -107,6 +108,7 @@ def test_ipv6_socket_is_shared_by_workers(launch, method):
     assert served.wait() == 0
 
 
+# C15: other families (a unix socket path).
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_unix_socket_exists_until_exit_and_is_removed(launch, tmp_path, method):
     path = tmp_path / "app.sock"
