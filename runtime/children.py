@@ -46,7 +46,8 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
 
     Linux only; elsewhere the pipe to the manager closing is the only sign. The
     parent of a forkserver child is the fork server, which itself exits when
-    the manager ends. A parent that ended already leaves us to init: stop now.
+    the manager ends. A parent that ended already leaves us to init: stop now
+    (unless the manager is PID 1 itself, as in a container without an init).
     """
     if sys.platform != "linux":
         return
@@ -56,8 +57,15 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
             return
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:
+    if os.getppid() == 1 and _parent_pid() != 1:  # a manager as PID 1 is fine
         os.kill(os.getpid(), sig)
+
+
+def _parent_pid() -> int | None:
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else None
 
 
 REPEAT_WINDOW = 0.3  # seconds in which a repeated stop signal counts once

@@ -163,8 +163,9 @@ class ProcessGroup:
         restarted stop-then-start, does until its successor acks.
         """
         slots = [s for s in self.slots.values() if s.acked_once]
-        ready = sum(1 for s in slots if s.ready)
-        counts = f"{ready}/{len(slots)} server worker(s) ready"
+        ready = sum(1 for s in self.slots.values() if s.ready)
+        wanted = len(slots) if self._serving else self.size  # starting: all of them
+        counts = f"{ready}/{wanted} server worker(s) ready"
         if self._stop.is_set():
             return False, f"stopping; {counts}"
         if not self._serving:

@@ -23,6 +23,7 @@ reopens the file when it is moved away, as log rotation does.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import datetime
 import io
 import json
@@ -89,6 +90,8 @@ class JsonFormatter(logging.Formatter):
             )
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc_info"] = record.exc_text
         if record.stack_info:
             out["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(out, ensure_ascii=False, default=str)
@@ -109,7 +112,7 @@ def formatter(kind: str) -> logging.Formatter:
 class LogConfig:
     """A log configuration read once: a dictConfig dict, or an INI file's text."""
 
-    source: str  # the file, or "a dict"
+    source: str  # what to call it in errors: the file, or the dict
     dict_config: dict[str, Any] | None = None
     ini_text: str | None = None
 
@@ -123,9 +126,14 @@ class LogConfig:
                     io.StringIO(self.ini_text or ""), disable_existing_loggers=False
                 )
         except Exception as exc:  # noqa: BLE001 - logging raises all kinds
+            reason = _one_line(exc)
+            if exc.__cause__ is not None:  # "Unable to configure handler": why
+                reason = f"{reason}: {_one_line(exc.__cause__)}"
+            elif isinstance(exc, KeyError):
+                reason = f"missing {reason}"
             raise ConfigError(
-                f"log config {self.source} cannot be applied ({_one_line(exc)}); "
-                f"fix it, see the logging.config documentation"
+                f"{self.source} cannot be applied ({reason}); fix it, see the "
+                f"logging.config documentation"
             ) from None
 
 
@@ -138,7 +146,7 @@ def load_config(value: object) -> LogConfig | None:
             raise ConfigError(
                 'a log_config dict needs "version": 1 (see logging.config.dictConfig)'
             )
-        return LogConfig("a dict", dict_config=value)
+        return LogConfig("the log_config dict", dict_config=value)
     if not isinstance(value, str | os.PathLike):
         raise ConfigError(
             f"log_config must be a file path or a dictConfig dict, got {value!r}"
@@ -154,10 +162,10 @@ def load_config(value: object) -> LogConfig | None:
         ) from None
     kind = os.path.splitext(path)[1].lower()
     if kind == ".json":
-        return LogConfig(repr(path), dict_config=_parsed_json(path, text))
+        return LogConfig(f"log config {path!r}", dict_config=_parsed_json(path, text))
     if kind in (".yaml", ".yml"):
-        return LogConfig(repr(path), dict_config=_parsed_yaml(path, text))
-    return LogConfig(repr(path), ini_text=_checked_ini(path, text))
+        return LogConfig(f"log config {path!r}", dict_config=_parsed_yaml(path, text))
+    return LogConfig(f"log config {path!r}", ini_text=_checked_ini(path, text))
 
 
 def _parsed_json(path: str, text: str) -> dict[str, Any]:
@@ -291,18 +299,53 @@ def user_configured() -> bool:
 
 
 class _File(logging.handlers.WatchedFileHandler):
-    """The manager's log file; it also writes records other processes formatted."""
+    """The manager's log file; it also writes records other processes formatted.
+
+    A file that cannot be written (its directory removed, or not writable after
+    a rotation by a user the manager switched away from) must not stop the
+    manager: its records go to stderr, with one line saying why, until the file
+    can be written again.
+    """
+
+    _failing = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - a bad record must not stop the caller
+            self.handleError(record)
+            return
+        self.write_formatted(text)
 
     def write_formatted(self, text: str) -> None:
-        self.acquire()
-        try:
-            self.reopenIfNeeded()
-            if self.stream is None:
-                self.stream = self._open()
-            self.stream.write(text + self.terminator)
-            self.flush()
-        finally:
-            self.release()
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.reopenIfNeeded()
+                if self.stream is None:
+                    self.stream = self._open()
+                self.stream.write(text + self.terminator)
+                self.flush()
+            except OSError as exc:
+                self._fail(exc)
+                sys.stderr.write(text + self.terminator)
+                return
+        if self._failing:
+            self._failing = False
+            sys.stderr.write(f"runtime: writing to {self.baseFilename} again\n")
+
+    def _fail(self, exc: OSError) -> None:
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None  # type: ignore[assignment]
+        self.dev = self.ino = -1  # check the path again at the next record
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(
+                f"runtime: cannot write the log file {self.baseFilename} "
+                f"({exc.strerror or exc}); records go to stderr until it can be "
+                f"written again\n"
+            )
 
 
 def open_file(path: str) -> _File:
@@ -325,10 +368,31 @@ class _ToManager(logging.Handler):
         try:
             data = self.format(record).encode("utf-8", "replace")
             if len(data) > MAX_RECORD:
-                data = data[: MAX_RECORD - len(_CUT)] + _CUT.encode()
+                data = self._shortened(record)
             self.sock.send(data)
         except Exception:  # noqa: BLE001 - logging must not break the caller
             self.handleError(record)
+
+    def _shortened(self, record: logging.LogRecord) -> bytes:
+        """The record formatted again with its message and traceback cut, so
+        that a JSON line stays valid JSON."""
+        message = record.getMessage()
+        trace = (
+            self.formatter.formatException(record.exc_info)
+            if (record.exc_info and self.formatter)
+            else record.exc_text
+        )
+        keep = MAX_RECORD // 2
+        while keep > 64:
+            short = logging.makeLogRecord(record.__dict__)
+            short.msg, short.args = message[:keep] + _CUT, None
+            short.exc_info = None
+            short.exc_text = trace[:keep] + _CUT if trace else None
+            data = self.format(short).encode("utf-8", "replace")
+            if len(data) <= MAX_RECORD:
+                return data
+            keep //= 2
+        return data[: MAX_RECORD - len(_CUT)] + _CUT.encode()
 
 
 class LogRelay:

@@ -20,6 +20,7 @@ import grp
 import logging
 import os
 import pwd
+import sys
 
 import attrs
 
@@ -41,14 +42,23 @@ class Identity:
         return self.label
 
 
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to the kernel
+
+
 def check(value: object, what: str) -> str | int | None:
-    """``value`` as a user or group setting: None, a name, or an id of 0 or more."""
-    if value is None or (isinstance(value, str) and value):
+    """``value`` as a user or group setting: None, a name, or an id 0..MAX_ID."""
+    if isinstance(value, str) and value.isdigit():
+        number = int(value)
+    elif value is None or (isinstance(value, str) and value):
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        number = -1
+    if 0 <= number <= MAX_ID:
+        return value  # type: ignore[return-value]
     raise ConfigError(
-        f"{what} must be a name or a numeric id of 0 or more, got {value!r}"
+        f"{what} must be a name or a numeric id from 0 to {MAX_ID}, got {value!r}"
     )
 
 
@@ -161,6 +171,21 @@ def _switch(identity: Identity, uds: str | None) -> None:
             f"CAP_SETGID), or drop --user and --group"
         ) from None
     log.info("Running as %s", identity)
+    _check_runnable(identity)
+
+
+def _check_runnable(identity: Identity) -> None:
+    """New processes run this interpreter and import the runtime: as that user."""
+    import runtime
+
+    stdlib = os.path.dirname(os.__file__)
+    for path in (sys.executable, stdlib, os.path.dirname(runtime.__file__)):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise PrivilegeError(
+                f"switched to {identity}, which cannot run {path!r}; install "
+                f"Python and the app where that user can read them (for example "
+                f"a virtual environment outside /root)"
+            )
 
 
 def _already(identity: Identity) -> bool:

@@ -36,6 +36,7 @@ from typing import Any
 log = logging.getLogger("runtime")
 
 LISTEN_FDS_START = 3  # the first fd systemd passes
+MIN_PING = 0.05  # seconds: the shortest watchdog interval
 _NOTIFY_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 _LISTEN_ENV = ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")
 
@@ -45,7 +46,11 @@ class Notifier:
 
     def __init__(self, address: str | None, watchdog_usec: int = 0) -> None:
         self.address = address
-        self.watchdog_interval = watchdog_usec / 2e6  # seconds; 0: no watchdog
+        # Seconds between pings, 0 for none; however short systemd's period,
+        # the manager does not ping more than 20 times a second.
+        self.watchdog_interval = (
+            max(watchdog_usec / 2e6, MIN_PING) if watchdog_usec else 0
+        )
         self._sock: socket.socket | None = None
         self._status: str | None = None
         self._failed = False

@@ -47,7 +47,7 @@ def test_readyz_through_start_restarts_and_stop(launch):
     # Starting: main_process_start still runs, no worker serves yet.
     status, body = _probe(health + "/readyz")
     assert status == 503 and body["ready"] is False, body
-    assert body["reason"] == "starting; 0/0 server worker(s) ready"
+    assert body["reason"] == "starting; 0/1 server worker(s) ready"
     assert _probe(health + "/healthz") == (200, {"alive": True})
     url = served.ready()
     ready = (200, {"ready": True, "reason": "1/1 server worker(s) ready"})

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -329,6 +330,41 @@ def test_custom_processes_log_into_the_one_file(launch, tmp_path, method):
     url_in(log_file)
     wait_in_file(log_file, r"Runtime-writer-0\[\d+\] WARNING a custom process logs$")
     stop(served)
+
+
+def test_a_cut_json_record_is_still_json(launch, tmp_path):
+    log_file = tmp_path / "all.log"
+    served = launch(
+        *python("-m", "runtime", "run", "logapp:rt", "--port", "0")
+        + ["--log-file", str(log_file), "--log-format", "json"]
+    )
+    url = url_in(log_file)
+    assert get(url, "/log?id=huge&size=100000").status_code == 200
+    line = wait_in_file(log_file, r'"message": "record huge x+ \[cut: ').string
+    record = json.loads(line)
+    assert len(line.encode()) <= logs.MAX_RECORD
+    assert record["process"].startswith("Runtime-Server-")
+    stop(served)
+
+
+def test_a_log_file_that_cannot_be_written_does_not_stop_the_group(launch, tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log_file = folder / "app.log"
+    served = launch(
+        *python("-m", "runtime", "run", "logapp:rt", "--port", "0", "--workers", "2")
+        + ["--log-file", str(log_file)]
+    )
+    url = url_in(log_file)
+    shutil.rmtree(folder)  # the next record cannot be written there
+    assert get(url, "/log?id=lost-dir").status_code == 200
+    served.wait_for(rf"runtime: cannot write the log file {log_file} \(")
+    served.wait_for(r"WARNING record lost-dir x+ end")  # on stderr instead
+    folder.mkdir()
+    assert get(url, "/log?id=back").status_code == 200
+    wait_in_file(log_file, r"WARNING record back x+ end")
+    stop(served)
+    assert served.count("cannot write the log file") == 1
 
 
 def test_json_records_carry_fields_and_tracebacks():

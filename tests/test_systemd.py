@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -264,3 +265,35 @@ def test_the_example_kubernetes_deployment_matches_the_runtime():
     pause = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
     grace = pod["terminationGracePeriodSeconds"]
     assert grace > pause + args.graceful_timeout + STOP_MARGIN
+
+
+def _pid_namespaces() -> bool:
+    try:
+        done = subprocess.run(
+            ["unshare", "-fp", "--mount-proc", "true"], capture_output=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _pid_namespaces(), reason="cannot make a pid namespace here")
+@pytest.mark.parametrize("method", START_METHODS)
+def test_the_manager_serves_as_pid_1(launch, method):
+    # A container without an init: the manager is PID 1, its workers' parent.
+    served = launch(
+        "unshare",
+        "-fp",
+        "--mount-proc",
+        *python("-m", "runtime", "run", "envapp:rt", "--port", "0", "--workers", "2"),
+        "--start-method",
+        method,
+    )
+    url = served.ready()
+    assert served.wait_for(r"Runtime-Main\[(\d+)\] INFO Ready").group(1) == "1"
+    assert get(url).status_code == 200
+    with open(f"/proc/{served.pid}/task/{served.pid}/children") as f:
+        (manager,) = map(int, f.read().split())  # its pid out here
+    os.kill(manager, signal.SIGTERM)
+    assert served.wait() == 0, served.output
+    served.wait_for(r"Runtime-Server-1-0 \(pid \d+\) stopped \(exit code 0\)")
