@@ -257,7 +257,8 @@ def configure(settings: LogSettings | None = None, *, child: bool = False) -> No
     settings = settings or LogSettings()
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "_runtime", False)]:
-        root.removeHandler(handler)  # the manager's, inherited by a fork
+        root.removeHandler(handler)  # an earlier set-up's, or a fork's inheritance
+        handler.close()  # a log file's copy of the descriptor; stderr stays open
     if settings.config is not None:
         settings.config.apply()
     elif not root.handlers or settings.file or settings.format != "text":
