@@ -10,7 +10,8 @@ import attrs
 from runtime import cli
 from runtime.config import Config
 
-README = (Path(__file__).parent.parent / "README.rst").read_text()
+EXAMPLES = Path(__file__).parent.parent / "examples"
+README = (EXAMPLES.parent / "README.rst").read_text()
 SET_BY_THE_RUNTIME = {"RELOADED_FILES"}
 
 
@@ -37,3 +38,19 @@ def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.Argument
         if isinstance(action, argparse._SubParsersAction):
             return action.choices[name]
     raise AssertionError(f"no {name} command")
+
+
+def test_code_marked_as_an_example_is_that_file():
+    # ".. example: PATH" before a literal block: the block is PATH, verbatim.
+    lines = README.splitlines()
+    marked = [i for i, line in enumerate(lines) if line.startswith(".. example: ")]
+    assert marked
+    for i in marked:
+        path = EXAMPLES.parent / lines[i].removeprefix(".. example: ").strip()
+        start = next(j for j in range(i + 1, len(lines)) if lines[j].endswith("::"))
+        block = []
+        for line in lines[start + 2 :]:
+            if line and not line.startswith("    "):
+                break
+            block.append(line[4:])
+        assert "\n".join(block).strip() == path.read_text().strip(), path
