@@ -68,6 +68,21 @@ def _parent_pid() -> int | None:
     return parent.pid if parent is not None else None
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, as another user's
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 REPEAT_WINDOW = 0.3  # seconds in which a repeated stop signal counts once
 
 

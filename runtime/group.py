@@ -60,6 +60,7 @@ from .children import (
     StopSignals,
     cause,
     exit_state,
+    running,
     start_process,
 )
 from .config import RunOptions
@@ -782,7 +783,7 @@ class ProcessGroup:
         self._on_message(child)  # read what it sent before exiting
         self._forget_pipe(child)
         code = child.reap()
-        if self.method == "forkserver" and code == 255 and _running(child.pid):
+        if self.method == "forkserver" and code == 255 and running(child.pid):
             log.error(
                 "%s: the fork server that started it is gone, so its exit could "
                 "not be observed; killing it",
@@ -948,14 +949,6 @@ class ProcessGroup:
         children = list(self._live.values())
         if children:
             await asyncio.gather(*(self.retire(child) for child in children))
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _kill_group(pgid: int) -> None:

@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 
+from .children import running
 from .errors import PidFileError
 
 log = logging.getLogger("runtime")
@@ -104,18 +105,3 @@ def _pid_in(path: str) -> int | None:
     if not text.isdigit() or not 0 < int(text) < 2**31:
         return None
     return int(text)
-
-
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, as another user's
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
