@@ -94,6 +94,8 @@ def test_every_log_line_names_process_and_pid(launch):
         (["--max-worker-memory", "-5"], ["--max-worker-memory", "'-5'"]),
         (["--hang-timeout", "0.001"], ["--hang-timeout", "at least 1 s"]),
         (["--inspect", "--single-process"], ["inspector", "single_process"]),
+        (["--user", "99999999999", "--group", "1"], ["user", "4294967294"]),
+        (["--user", "root", "--group", "-3"], ["group", "'-3'"]),
         (
             ["--inspect", "--inspector-tls-cert", "/no/c.pem"]
             + ["--inspector-tls-key", "/no/k.pem"],

@@ -475,3 +475,18 @@ def test_user_and_group_settings_are_validated_in_python():
     )
     assert resolve(None, None) is None
     assert resolve(None, 12345).uid is None
+
+
+@pytest.mark.skipif(not ROOT or NOBODY is None, reason="needs root and 'nobody'")
+def test_a_user_who_cannot_run_the_interpreter_is_one_line(launch, open_dir):
+    if _nobody_can_run_python():
+        pytest.skip("'nobody' can run this interpreter here")
+    served = launch(
+        *python("-m", "runtime", "run", "probed:rt", "--port", "0", "--user", "nobody"),
+        cwd=open_dir,
+    )
+    assert served.wait() == 1, served.output
+    errors = [line for line in served.lines if "error" in line.lower()]
+    assert len(errors) == 1, served.output
+    assert "'nobody'" in errors[0] and "cannot run" in errors[0]
+    assert "Started Runtime-Server" not in served.output

@@ -151,6 +151,13 @@ def test_without_notify_socket_nothing_is_sent(monkeypatch):
     notifier.stopping()
 
 
+def test_a_tiny_watchdog_period_is_not_a_busy_loop():
+    notifier = systemd.Notifier("\0runtime-test-unused", watchdog_usec=1)
+    assert notifier.watchdog_interval == systemd.MIN_PING
+    assert systemd.Notifier(None, watchdog_usec=0).watchdog_interval == 0
+    notifier.close()
+
+
 def test_the_watchdog_of_another_process_is_not_ours(monkeypatch, tmp_path):
     monkeypatch.setenv("NOTIFY_SOCKET", "@runtime-test-abstract")
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
