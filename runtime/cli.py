@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )
-    run = commands.add_parser("run", help="serve an app on worker processes")
+    run = commands.add_parser(
+        "run",
+        help="serve an app on worker processes",
+        epilog="Every flag also reads RUNTIME_<FLAG> from the environment "
+        "(RUNTIME_WORKERS=4, RUNTIME_ACCESS_LOG=1; --inspect reads "
+        "RUNTIME_INSPECTOR); a flag on the command line wins.",
+    )
     run.add_argument(
         "target",
         nargs="?",
@@ -153,10 +159,59 @@ def _env(name: str) -> str | None:
     return os.environ.get(f"RUNTIME_{name}") or None
 
 
-def _env_flag(name: str) -> bool:
-    """RUNTIME_<name> as a switch: unset, empty, 0, false, no or off is off."""
-    value = (_env(name) or "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
+ON = ("1", "true", "yes", "on")
+OFF = ("0", "false", "no", "off")
+ENV_NAMES = {"--inspect": "RUNTIME_INSPECTOR"}  # the setting's name, INSPECTOR
+
+
+def env_name(action: argparse.Action) -> str:
+    """The environment variable a ``runtime run`` flag also reads."""
+    flag = next(o for o in action.option_strings if o.startswith("--"))
+    return ENV_NAMES.get(flag, "RUNTIME_" + flag[2:].replace("-", "_").upper())
+
+
+def flag_actions(run: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [
+        action
+        for action in run._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction)
+    ]
+
+
+def _read_environment(run: argparse.ArgumentParser) -> None:
+    """Turn each set RUNTIME_<FLAG> into that flag's default, checked like the flag.
+
+    A flag on the command line still wins; a repeatable flag adds to the list the
+    variable gave (its items separated by the path separator, ``:``).
+    """
+    for action in flag_actions(run):
+        name = env_name(action)
+        text = os.environ.get(name, "").strip()
+        if not text:
+            continue
+        try:
+            run.set_defaults(**{action.dest: _from_text(action, text)})
+        except argparse.ArgumentTypeError as exc:
+            run.error(f"{name}={text!r}: {exc}")
+
+
+def _from_text(action: argparse.Action, text: str) -> Any:
+    if action.nargs == 0:  # a switch
+        if text.lower() not in ON + OFF:
+            raise argparse.ArgumentTypeError("is not a switch; use 1 or 0")
+        return text.lower() in ON
+    if isinstance(action, argparse._AppendAction):
+        return [_one_value(action, part) for part in text.split(os.pathsep) if part]
+    return _one_value(action, text)
+
+
+def _one_value(action: argparse.Action, text: str) -> Any:
+    value = action.type(text) if callable(action.type) else text
+    if action.choices is not None and value not in action.choices:
+        raise argparse.ArgumentTypeError(
+            f"is not one of {', '.join(map(str, action.choices))}"
+        )
+    return value
 
 
 def _seconds_or_off(text: str) -> float:
@@ -281,59 +336,54 @@ def _reload_options(run: argparse.ArgumentParser) -> None:
 
 
 def _inspector_options(run: argparse.ArgumentParser) -> None:
-    group = run.add_argument_group(
-        "inspector", "the HTTP control service (each flag also reads RUNTIME_<FLAG>)"
-    )
+    group = run.add_argument_group("inspector", "the HTTP control service")
     group.add_argument(
         "--inspect",
         action="store_true",
-        default=_env_flag("INSPECTOR"),
-        help="run the inspector (RUNTIME_INSPECTOR=1)",
+        help="run the inspector",
     )
-    group.add_argument(
-        "--inspector-host", default=_env("INSPECTOR_HOST"), help="default: localhost"
-    )
+    group.add_argument("--inspector-host", help="default: localhost")
     group.add_argument(
         "--inspector-port",
         type=_port,
-        default=_env("INSPECTOR_PORT"),
         help="default: 6457",
     )
     group.add_argument(
         "--inspector-api-key",
-        default=_env("INSPECTOR_API_KEY"),
         help="key every request must carry",
     )
     group.add_argument(
         "--inspector-tls-cert",
-        default=_env("INSPECTOR_TLS_CERT"),
         metavar="PATH",
         help="serve the inspector over HTTPS",
     )
     group.add_argument(
         "--inspector-tls-key",
-        default=_env("INSPECTOR_TLS_KEY"),
         metavar="PATH",
         help="the certificate's private key",
     )
     group.add_argument(
         "--health-without-key",
         action="store_true",
-        default=_env_flag("HEALTH_WITHOUT_KEY"),
         help="GET /healthz and /readyz on the inspector need no API key",
     )
     group.add_argument(
         "--health-port",
         type=_port,
-        default=_env("HEALTH_PORT"),
         help="also serve only /healthz and /readyz, without a key, on this port "
         "(even without --inspect)",
     )
     group.add_argument(
         "--health-host",
-        default=_env("HEALTH_HOST"),
         help="where the health port listens (default: the inspector's host)",
     )
+
+
+def subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise LookupError(f"no {name} command")
 
 
 def _inspect_command(commands: Any) -> None:
@@ -365,6 +415,9 @@ def _inspect_command(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "run":  # again, with the environment's defaults
+        _read_environment(subcommand(parser, "run"))
+        args, extra = parser.parse_known_args(argv)
     if args.command == "inspect":
         sys.exit(_inspect(parser, args, extra))
     if extra:

@@ -477,6 +477,15 @@ def _validate_health(out: dict[str, Any]) -> None:
     ):
         if out[jitter] and not out[limit]:
             log.warning("%s has no effect without %s; it is ignored", jitter, limit)
+    limits = [
+        n for n in ("max_requests", "max_lifetime", "max_worker_memory") if out[n]
+    ]
+    if limits and out.get("single_process"):
+        log.warning(
+            "%s: no effect in single-process mode, where no manager replaces the "
+            "process; ignored",
+            " and ".join(limits),
+        )
 
 
 def _validate_health_checks(out: dict[str, Any]) -> None:

@@ -191,3 +191,68 @@ def test_options_that_do_nothing_are_warned_about(launch):
     served.wait_for(r"WARNING reload_include and reload_exclude have no effect")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def _parsed(monkeypatch, env, *argv):
+    from runtime import cli
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parser = cli.build_parser()
+    cli._read_environment(cli.subcommand(parser, "run"))
+    return parser.parse_args(["run", *argv])
+
+
+def test_every_run_flag_reads_its_environment_variable(monkeypatch):
+    env = {
+        "RUNTIME_WORKERS": "3",
+        "RUNTIME_START_METHOD": "forkserver",
+        "RUNTIME_ACCESS_LOG": "yes",
+        "RUNTIME_SINGLE_PROCESS": "0",
+        "RUNTIME_INSPECTOR": "1",
+        "RUNTIME_RELOAD_DIR": "a:b",
+        "RUNTIME_HANG_TIMEOUT": "0",
+    }
+    args = _parsed(monkeypatch, env, "--reload-dir", "c")
+    assert (args.workers, args.start_method, args.access_log) == (3, "forkserver", True)
+    assert (args.single_process, args.inspect, args.hang_timeout) == (False, True, 0)
+    assert args.reload_dir == ["a", "b", "c"]
+    assert _parsed(monkeypatch, env, "--workers", "1", "--no-access-log").workers == 1
+    assert not _parsed(monkeypatch, env, "--no-access-log").access_log
+
+
+@pytest.mark.parametrize(
+    "name, value, words",
+    [
+        ("RUNTIME_WORKERS", "many", ["RUNTIME_WORKERS='many'", "not an integer"]),
+        ("RUNTIME_START_METHOD", "thread", ["RUNTIME_START_METHOD", "one of"]),
+        ("RUNTIME_ACCESS_LOG", "maybe", ["RUNTIME_ACCESS_LOG", "use 1 or 0"]),
+    ],
+)
+def test_a_bad_environment_variable_is_one_line_and_exit_2(launch, name, value, words):
+    served = launch(*python("-m", "runtime", "run"), env={name: value})
+    assert served.wait() == 2
+    lines = [line for line in served.lines if line.strip()]
+    assert len(lines) == 1, served.output
+    for word in words:
+        assert word in lines[0]
+
+
+def test_the_environment_sets_the_workers_of_a_real_group(launch):
+    served = launch(
+        SCRIPT, "run", "--port", "0", env={"RUNTIME_WORKERS": "3", "RUNTIME_FD": ""}
+    )
+    url = served.ready()
+    assert len(workers_seen(url, expected=3)) == 3
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_recycling_in_single_process_mode_is_warned_about(launch):
+    served = launch(
+        SCRIPT, "run", "--single-process", "--port", "0", "--max-requests", "5"
+    )
+    served.wait_for(r"WARNING max_requests: no effect in single-process mode")
+    served.wait_for(r"INFO Serving")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0

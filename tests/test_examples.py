@@ -80,3 +80,36 @@ def test_control(launch):
     assert asked.wait() == 0, asked.output
     assert "hello ops, 2 server worker(s) here" in asked.output
     stop(served)
+
+
+def test_slow_start(launch):
+    served, url = start(launch, "slow_start.py")
+    served.wait_for(r"Runtime-Server-1-0\[\d+\] INFO Serving")  # after the warm-up
+    assert httpx.get(url).status_code == 200
+    stop(served)
+
+
+def test_start_method(launch):
+    served, url = start(launch, "start_method.py")
+    served.wait_for(r"Ready: 2 worker\(s\) serving \(start method fork\)")
+    assert httpx.get(url).status_code == 200
+    stop(served)
+
+
+def test_restart_and_scale(launch):
+    served, url = start(launch, "restart_and_scale.py")
+    assert httpx.post(f"{url}/scale?n=0").status_code == 400
+    assert httpx.post(f"{url}/scale?n=3").text == "scaling\n"
+    served.wait_for(r"Runtime-Server-2-0\[\d+\] INFO Serving")
+    assert httpx.post(f"{url}/restart").text == "restarting\n"
+    for slot in range(3):
+        served.wait_for(rf"Runtime-Server-{slot}-1\[\d+\] INFO Serving")
+    assert httpx.get(url).text.startswith("Runtime-Server-")
+    stop(served)
+
+
+def test_log_config(launch):
+    served, url = start(launch, "log_config.py")
+    assert httpx.get(f"{url}/shop").text == "logged\n"
+    served.wait_for(r"^Runtime-Server-\d-0 INFO served /shop$")
+    stop(served)
