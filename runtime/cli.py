@@ -10,7 +10,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from . import logs, start_methods
@@ -155,19 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env(name: str) -> str | None:
-    return os.environ.get(f"RUNTIME_{name}") or None
-
-
 ON = ("1", "true", "yes", "on")
 OFF = ("0", "false", "no", "off")
 ENV_NAMES = {"--inspect": "RUNTIME_INSPECTOR"}  # the setting's name, INSPECTOR
+INSPECT_ENV_NAMES = {  # runtime inspect finds the inspector runtime run started
+    "--host": "RUNTIME_INSPECTOR_HOST",
+    "--port": "RUNTIME_INSPECTOR_PORT",
+    "--api-key": "RUNTIME_INSPECTOR_API_KEY",
+}
 
 
 def env_name(action: argparse.Action) -> str:
     """The environment variable a ``runtime run`` flag also reads."""
     flag = next(o for o in action.option_strings if o.startswith("--"))
     return ENV_NAMES.get(flag, "RUNTIME_" + flag[2:].replace("-", "_").upper())
+
+
+def _inspect_env_name(action: argparse.Action) -> str | None:
+    return INSPECT_ENV_NAMES.get(action.option_strings[0])
 
 
 def flag_actions(run: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -178,21 +183,24 @@ def flag_actions(run: argparse.ArgumentParser) -> list[argparse.Action]:
     ]
 
 
-def _read_environment(run: argparse.ArgumentParser) -> None:
-    """Turn each set RUNTIME_<FLAG> into that flag's default, checked like the flag.
+def _read_environment(
+    command: argparse.ArgumentParser,
+    name_of: Callable[[argparse.Action], str | None] = env_name,
+) -> None:
+    """Turn each variable set for a flag into its default, checked like the flag.
 
     A flag on the command line still wins; a repeatable flag adds to the list the
     variable gave (its items separated by the path separator, ``:``).
     """
-    for action in flag_actions(run):
-        name = env_name(action)
-        text = os.environ.get(name, "").strip()
+    for action in flag_actions(command):
+        name = name_of(action)
+        text = os.environ.get(name, "").strip() if name else ""
         if not text:
             continue
         try:
-            run.set_defaults(**{action.dest: _from_text(action, text)})
+            command.set_defaults(**{action.dest: _from_text(action, text)})
         except argparse.ArgumentTypeError as exc:
-            run.error(f"{name}={text!r}: {exc}")
+            command.error(f"{name}={text!r}: {exc}")
 
 
 def _from_text(action: argparse.Action, text: str) -> Any:
@@ -398,12 +406,12 @@ def _inspect_command(commands: Any) -> None:
     )
     inspect.add_argument("what", nargs="?", default="status", metavar="command")
     inspect.add_argument("args", nargs="*", help="scale: the number of workers")
-    inspect.add_argument("--host", default=_env("INSPECTOR_HOST") or "localhost")
-    inspect.add_argument("--port", type=_port, default=_env("INSPECTOR_PORT") or "6457")
+    inspect.add_argument("--host", default="localhost", help="RUNTIME_INSPECTOR_HOST")
     inspect.add_argument(
-        "--api-key",
-        default=_env("INSPECTOR_API_KEY"),
-        help="the inspector's key (RUNTIME_INSPECTOR_API_KEY)",
+        "--port", type=_port, default=6457, help="RUNTIME_INSPECTOR_PORT"
+    )
+    inspect.add_argument(
+        "--api-key", help="the inspector's key (RUNTIME_INSPECTOR_API_KEY)"
     )
     inspect.add_argument("--secure", action="store_true", help="use HTTPS")
     inspect.add_argument("--cafile", help="CA certificate to trust for --secure")
@@ -415,8 +423,12 @@ def _inspect_command(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "run":  # again, with the environment's defaults
+    # again, with the defaults the environment gives
+    if args.command == "run":
         _read_environment(subcommand(parser, "run"))
+        args, extra = parser.parse_known_args(argv)
+    elif args.command == "inspect":
+        _read_environment(subcommand(parser, "inspect"), _inspect_env_name)
         args, extra = parser.parse_known_args(argv)
     if args.command == "inspect":
         sys.exit(_inspect(parser, args, extra))

@@ -242,3 +242,19 @@ def test_the_commands_of_a_block_run(block, launch, tmp_path):
     for argv in block.commands():
         commands.run(argv)
     commands.stop()
+
+
+def test_the_summary_table_quotes_the_full_benchmark_run():
+    (peers,) = [b for b in of_kind("output") if b.argument == "benchmarks/peers.py"]
+    full: dict[str, str] = {}
+    for line in peers.lines:  # the first table; the ratio table repeats the names
+        if line.strip():
+            full.setdefault(line.split()[0], line)
+    summary = README.split("When to pick it")[1].split("Quick start")[0]
+    rows = [line for line in summary.splitlines() if re.match(r"^\w.*\d$", line)]
+    assert len(rows) == 7
+    for row in rows:
+        name, numbers = re.match(r"^(\D+?)\s{2,}(.*)$", row).groups()
+        key = re.sub(r" \((\w+)\)", r"-\1", name).split(" + ")[0].lower()
+        for number in numbers.split():  # each is a median of that server's row
+            assert f"{number} (" in full[key], (name, number)

@@ -219,7 +219,7 @@ def test_bad_health_options_are_one_line_and_exit_2(launch, args, words):
 def test_a_bad_health_port_in_the_environment_is_one_line(launch):
     served = launch(*python("-m", "runtime", "run"), env={"RUNTIME_HEALTH_PORT": "abc"})
     assert served.wait() == 2
-    assert "'abc' is not a port number" in served.output
+    assert "RUNTIME_HEALTH_PORT='abc': 'abc' is not a port number" in served.output
     assert len([line for line in served.lines if line.strip()]) == 1
 
 

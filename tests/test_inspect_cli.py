@@ -115,6 +115,7 @@ def test_bad_inspect_arguments_exit_2(args):
 def test_bad_environment_and_cafile_are_one_line():
     port = inspect(env={"RUNTIME_INSPECTOR_PORT": "abc"})
     assert port.returncode == 2 and "'abc' is not a port number" in port.stderr
+    assert "RUNTIME_INSPECTOR_PORT='abc'" in port.stderr
     cafile = inspect("--secure", "--cafile", "/nonexistent/ca.pem", "--port", "1")
     assert cafile.returncode == 1
     assert "cannot load --cafile '/nonexistent/ca.pem'" in cafile.stderr
