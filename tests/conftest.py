@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -204,6 +205,13 @@ def launch(tmp_path):
         if left:
             leftovers[launched.pid] = left
     assert not leftovers, f"processes left behind (session: pids): {leftovers}"
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def python(*args: str) -> list[str]:

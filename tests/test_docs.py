@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import attrs
 import docutils.core
 import httpx
 import pytest
-from conftest import python
+from conftest import free_port, python
 
 from runtime import cli
 from runtime.config import Config
@@ -160,12 +159,6 @@ def _runtime_arguments(argv: list[str]) -> list[str]:
 def test_a_command_that_needs_root_parses(block):
     for argv in block.commands():
         cli.build_parser().parse_args(_runtime_arguments(argv))  # exits 2 if not
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Commands:

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import python
+from conftest import free_port, python
 
 pytestmark = pytest.mark.timeout(60)
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start(launch, name: str, **env: str):
