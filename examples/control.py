@@ -3,6 +3,8 @@
 python examples/control.py
 runtime inspect                   # the status of every process
 runtime inspect greet --who=ops   # calls greet(who="ops") in the manager
+
+Both read RUNTIME_INSPECTOR_PORT, so they agree on another port than 6457.
 """
 
 import os
@@ -24,5 +26,5 @@ if __name__ == "__main__":
         port=int(os.environ.get("PORT", 8084)),
         workers=2,
         inspector=True,
-        inspector_port=int(os.environ.get("INSPECTOR_PORT", 6457)),
+        inspector_port=int(os.environ.get("RUNTIME_INSPECTOR_PORT", 6457)),
     )

@@ -103,6 +103,13 @@ class StopSignals:
         self.count += 1
         return self.count
 
+    @staticmethod
+    def repeat_message(sig: signal.Signals) -> str:
+        return (
+            f"{sig.name} again within {REPEAT_WINDOW:g} s counts once; send it "
+            f"again to stop at once"
+        )
+
 
 # What only the manager may hold: its ends of the children's pipes (a forked
 # child would otherwise keep copies of its siblings' ends open, and a sibling

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from . import __version__ as version
 from . import logs, start_methods
 from .app import Runtime
 from .config import LOG_LEVELS, MIN_LIMIT, api_key_problem
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
-from .loader import import_target, runtime_for
+from .loader import import_target, owner_of, runtime_for
+
+log = logging.getLogger("runtime")
 
 DEMO = "runtime.demo:app"
 BAD_ARGUMENTS = 2
@@ -83,6 +87,7 @@ def _log_level(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"runtime {version}")
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )
@@ -517,13 +522,28 @@ def _json_or_text(value: str) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if not os.path.isdir(args.app_dir):
+        return _fail(
+            f"--app-dir {args.app_dir!r} is not a directory; give the one that "
+            f"holds the target's module",
+            BAD_ARGUMENTS,
+        )
     sys.path.insert(0, os.path.abspath(args.app_dir))
     target = args.target or DEMO
     logs.configure(logs.LogSettings(level=args.log_level or "INFO"))
     try:
         if args.start_method:
             Runtime.start_method = args.start_method
-        runtime = runtime_for(import_target(target), _name_for(target))
+        found = import_target(target)
+        if not isinstance(found, Runtime) and (owner := owner_of(target, found)):
+            log.warning(
+                "%s is the app of the Runtime %s; served bare, it runs without "
+                "that runtime's listeners and settings. Serve %s to keep them.",
+                target,
+                owner,
+                owner,
+            )
+        runtime = runtime_for(found, _name_for(target))
         runtime.import_target = target
         return runtime.serve_until_stopped(
             host=args.host,
@@ -572,7 +592,7 @@ def _demo_workers(target: str, args: argparse.Namespace) -> int | None:
     return 2 if target == DEMO and not args.single_process else None
 
 
-def _fail(exc: Exception, code: int) -> int:
+def _fail(exc: Exception | str, code: int) -> int:
     print(f"runtime: error: {exc}", file=sys.stderr)
     return code
 

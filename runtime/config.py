@@ -519,6 +519,16 @@ def _validate_health_checks(out: dict[str, Any]) -> None:
             "health_without_key has no effect without an inspector API key: no "
             "route needs one; it is ignored"
         )
+    unused = [
+        name
+        for name in ("inspector_api_key", "inspector_tls_cert", "inspector_tls_key")
+        if out.get(name) and not out.get("inspector")
+    ]
+    if unused:
+        log.warning(
+            "%s: no effect without the inspector (--inspect); ignored",
+            " and ".join(unused),
+        )
 
 
 def _validate_identity(out: dict[str, Any]) -> None:

@@ -892,6 +892,7 @@ class ProcessGroup:
             return
         count = self._signals.hit()
         if count == 0:
+            log.info(self._signals.repeat_message(sig))
             return
         if count == 1:
             log.info("Stopping on %s", sig.name)

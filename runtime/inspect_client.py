@@ -45,7 +45,7 @@ def call(
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as reply:
             return json.loads(reply.read() or b"{}")
     except urllib.error.HTTPError as exc:
-        raise InspectError(_http_error(address, exc)) from None
+        raise InspectError(_http_error(address, exc, bool(api_key))) from None
     except http.client.HTTPException as exc:  # not HTTP at all: TLS, say
         raise InspectError(
             f"the inspector at {address} did not answer in HTTP ({exc!r}); if it "
@@ -76,11 +76,12 @@ def _tls_context(cafile: str | None) -> ssl.SSLContext:
         raise InspectError(f"cannot load --cafile {cafile!r}: {exc}") from None
 
 
-def _http_error(address: str, exc: urllib.error.HTTPError) -> str:
+def _http_error(address: str, exc: urllib.error.HTTPError, keyed: bool) -> str:
     if exc.code == 401:
+        what = "refused the API key" if keyed else "needs an API key"
         return (
-            f"the inspector at {address} refused the API key (401); pass the right "
-            f"one with --api-key or RUNTIME_INSPECTOR_API_KEY"
+            f"the inspector at {address} {what} (401); pass the right one with "
+            f"--api-key or RUNTIME_INSPECTOR_API_KEY"
         )
     try:
         detail = json.loads(exc.read()).get("error", "")

@@ -331,7 +331,7 @@ class Endpoint:
 
     async def stop(self) -> None:
         if self._server is not None:
-            await self._server.drain(0)
+            await self._server.drain(0, forced=True)
             await self._server.close()
         if self._sock is not None:
             release(self._sock)

@@ -54,6 +54,15 @@ def runtime_for(obj: Any, name: str) -> Runtime:
     )
 
 
+def owner_of(target: str, app: Any) -> str | None:
+    """``MODULE:ATTR`` of a Runtime in the target's module that serves ``app``."""
+    module_name = target.partition(":")[0]
+    for attr, value in vars(sys.modules[module_name]).items():
+        if isinstance(value, Runtime) and value.target is app:
+            return f"{module_name}:{attr}"
+    return None
+
+
 def find_runtime(spec: WorkerSpec) -> Runtime:
     """The Runtime a worker process serves, importing what is needed to find it."""
     found = Runtime.lookup(spec.runtime_name)

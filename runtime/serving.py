@@ -40,7 +40,8 @@ class Server(Protocol):
     on_request: Callable[[], None] | None
 
     async def start(self, sock: socket.socket) -> None: ...
-    async def drain(self, deadline: float) -> None: ...
+    # forced: the stop was forced, so close at once and do not warn of a timeout
+    async def drain(self, deadline: float, *, forced: bool = False) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -133,7 +134,7 @@ class AsgiServer:
         loop = asyncio.get_running_loop()
         self._headers_timer = loop.call_later(1.0, self._refresh_headers)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float, *, forced: bool = False) -> None:
         self.draining = True
         if self._headers_timer is not None:
             self._headers_timer.cancel()
@@ -150,10 +151,11 @@ class AsgiServer:
         for conn in list(connections):
             conn.shutdown()  # idle ones close now; busy ones are already marked
         if not await _wait(connections.empty, deadline - loop.time()):
-            log.warning(
-                "Graceful timeout reached with %d connection(s) open; closing them",
-                len(connections),
-            )
+            if not forced:
+                log.warning(
+                    "Graceful timeout reached with %d connection(s) open; closing them",
+                    len(connections),
+                )
             for conn in list(connections):
                 conn.transport.close()
         for task in list(self.state.tasks):
@@ -253,15 +255,16 @@ class ProtocolServer:
         proto.connection_lost = connection_lost  # type: ignore[method-assign]
         return proto
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float, *, forced: bool = False) -> None:
         if self._server is not None:
             self._server.close()
         loop = asyncio.get_running_loop()
         if not await _wait(self._empty, deadline - loop.time()):
-            log.warning(
-                "Graceful timeout reached with %d connection(s) open; closing them",
-                len(self._transports),
-            )
+            if not forced:
+                log.warning(
+                    "Graceful timeout reached with %d connection(s) open; closing them",
+                    len(self._transports),
+                )
             for transport in list(self._transports):
                 transport.close()
 
@@ -294,13 +297,13 @@ class CallableServer:
         else:
             self.finished.set_result(None)
 
-    async def drain(self, deadline: float) -> None:
+    async def drain(self, deadline: float, *, forced: bool = False) -> None:
         if self._task is None or self._task.done():
             return
         self._task.cancel()
         loop = asyncio.get_running_loop()
         done, _ = await asyncio.wait({self._task}, timeout=deadline - loop.time())
-        if not done:
+        if not done and not forced:
             log.warning("serve() did not finish within the graceful timeout")
 
     async def close(self) -> None:

@@ -192,7 +192,7 @@ class ServingLoop:
             if self.signals.count < 2:
                 raise
             if self.server is not None:
-                await self.server.drain(0)  # abort every connection now
+                await self.server.drain(0, forced=True)  # close every connection
             return 1
 
     async def _lifecycle(self) -> int:
@@ -283,6 +283,9 @@ class ServingLoop:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        if self.mux is None:  # a single process: no workers to restart or scale
+            for sig in CONTROL_SIGNALS:
+                loop.add_signal_handler(sig, self._no_workers, sig)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, MANAGER_SIGNALS)
         if self.mux is not None:
             loop.add_reader(self.mux.fileno(), self._on_control)
@@ -292,6 +295,8 @@ class ServingLoop:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         count = self.signals.hit()
+        if count == 0 and self.mux is None:  # a worker's repeats are the manager's
+            log.info(self.signals.repeat_message(sig))
         if count == 1:
             log.info("Stopping on %s", sig.name)
             self.stop.set()
@@ -302,6 +307,13 @@ class ServingLoop:
             log.warning("Second stop signal (%s): stopping at once", sig.name)
             if self.main_task is not None:
                 self.main_task.cancel()
+
+    def _no_workers(self, sig: signal.Signals) -> None:
+        log.warning(
+            "%s does nothing in single-process mode: there are no workers to "
+            "restart or scale",
+            sig.name,
+        )
 
     def _on_control(self) -> None:
         assert self.mux is not None

@@ -184,10 +184,13 @@ def test_options_that_do_nothing_are_warned_about(launch):
             "5",
             "--reload-include",
             "*.html",
+            "--inspector-api-key",
+            "a-key-for-nothing",
         )
     )
     served.ready()
     served.wait_for(r"WARNING max_requests_jitter has no effect without max_requests")
+    served.wait_for(r"WARNING inspector_api_key: no effect without the inspector")
     served.wait_for(r"WARNING reload_include and reload_exclude have no effect")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
@@ -256,3 +259,22 @@ def test_recycling_in_single_process_mode_is_warned_about(launch):
     served.wait_for(r"INFO Serving")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_a_bare_app_that_belongs_to_a_runtime_is_warned_about(launch):
+    served = launch(SCRIPT, "run", "basic:app", "--port", "0")
+    served.ready()
+    served.wait_for(r"WARNING basic:app is the app of the Runtime basic:rt; .* Serve ")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_missing_app_dir_and_the_version(launch, tmp_path):
+    missing = launch(SCRIPT, "run", "basic:rt", "--app-dir", str(tmp_path / "gone"))
+    assert missing.wait() == 2
+    assert [line for line in missing.lines if line.strip()] == [
+        f"runtime: error: --app-dir '{tmp_path / 'gone'}' is not a directory; give "
+        f"the one that holds the target's module"
+    ]
+    version = launch(SCRIPT, "--version")
+    assert version.wait() == 0 and "runtime 0.1.0" in version.output

@@ -181,7 +181,7 @@ class Commands:
     def start(self, argv: list[str]):
         env = {"RUNTIME_INSPECTOR_PORT": str(self.inspector)}
         if argv[0] == "python" and argv[1].startswith("examples/"):
-            env |= {"PORT": str(free_port()), "INSPECTOR_PORT": str(self.inspector)}
+            env["PORT"] = str(free_port())
             return self.launch(*python(*argv[1:]), env=env, cwd=ROOT)
         command = [SCRIPT] if argv[0] == "runtime" else python("-m", "runtime")
         args = self.local(_runtime_arguments(argv))

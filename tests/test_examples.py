@@ -59,7 +59,7 @@ def test_mailer(launch):
 
 def test_control(launch):
     inspector = free_port()
-    served, url = start(launch, "control.py", INSPECTOR_PORT=str(inspector))
+    served, url = start(launch, "control.py", RUNTIME_INSPECTOR_PORT=str(inspector))
     assert httpx.get(url).status_code == 200
     asked = launch(
         sys.executable,

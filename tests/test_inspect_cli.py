@@ -81,9 +81,12 @@ def test_unreachable_and_refused_are_one_line_and_exit_1(launch):
     refused = inspect("--port", port)
     assert refused.returncode == 1
     assert refused.stderr.strip().count("\n") == 0
-    assert f"the inspector at http://localhost:{port} refused the API key" in (
+    assert f"the inspector at http://localhost:{port} needs an API key" in (
         refused.stderr
     )
+    wrong = inspect("--port", port, "--api-key", "not-the-key")
+    assert wrong.returncode == 1
+    assert "refused the API key" in wrong.stderr
     ok = inspect("--port", port, env={"RUNTIME_INSPECTOR_API_KEY": KEY})
     assert ok.returncode == 0 and "Runtime-Server-1-0" in ok.stdout
     served.signal(signal.SIGTERM)

@@ -167,6 +167,43 @@ def test_one_signal_delivered_twice_is_one_stop(launch):
     assert "Second stop signal" not in served.output
 
 
+def test_control_signals_do_nothing_in_single_process_mode(launch):
+    served = launch(
+        *python(app_script("basic.py")), env={"RT_SINGLE": "1", "RT_WORKERS": "1"}
+    )
+    served.wait_for(r"INFO Serving")
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        served.signal(sig)
+        served.wait_for(rf"WARNING {sig.name} does nothing in single-process mode")
+        assert httpx.get(served.url, timeout=5).status_code == 200  # not stopped
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_forced_stop_in_single_process_mode_does_not_blame_the_timeout(launch):
+    served = launch(
+        *python(app_script("basic.py")),
+        env={"RT_SINGLE": "1", "RT_WORKERS": "1", "RT_GRACEFUL": "60"},
+    )
+    served.wait_for(r"INFO Serving")
+    slow = InFlight(served.url, "/?sleep=60")
+    served.wait_for("request sleeping")
+    served.signal(signal.SIGINT)
+    served.wait_for(r"INFO Stopping on SIGINT")
+
+    def second_signal_seen():
+        if served.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                served.signal(signal.SIGINT)
+        return "Second stop signal" in served.output
+
+    assert wait_until(second_signal_seen, 10, interval=0.2)
+    assert served.wait(20) == 1
+    with pytest.raises(httpx.HTTPError):
+        slow.result()
+    assert "Graceful timeout reached" not in served.output
+
+
 def test_a_worker_stopped_by_its_own_signal_is_replaced(launch):
     served = launch(*python(app_script("basic.py")), env={"RT_START_METHOD": "fork"})
     served.ready()
