@@ -338,7 +338,13 @@ class RunOptions:
             values["fd"] = activated
         if values["reload_dirs"] and "auto_reload" not in given:
             values["auto_reload"] = True  # naming directories to watch asks for it
-        return cls(**_validated(values))
+        options = cls(**_validated(values))
+        if options.single_process and given.get("hang_timeout") is not None:
+            log.warning(
+                "hang_timeout: no effect in single-process mode, where no manager "
+                "watches the process; ignored"
+            )
+        return options
 
     @property
     def log_level_number(self) -> int:

@@ -253,9 +253,11 @@ def test_the_environment_sets_the_workers_of_a_real_group(launch):
 
 def test_recycling_in_single_process_mode_is_warned_about(launch):
     served = launch(
-        SCRIPT, "run", "--single-process", "--port", "0", "--max-requests", "5"
+        *(SCRIPT, "run", "--single-process", "--port", "0", "--max-requests", "5"),
+        *("--hang-timeout", "5"),
     )
     served.wait_for(r"WARNING max_requests: no effect in single-process mode")
+    served.wait_for(r"WARNING hang_timeout: no effect in single-process mode")
     served.wait_for(r"INFO Serving")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
