@@ -242,9 +242,7 @@ def test_a_bad_environment_variable_is_one_line_and_exit_2(launch, name, value, 
 
 
 def test_the_environment_sets_the_workers_of_a_real_group(launch):
-    served = launch(
-        SCRIPT, "run", "--port", "0", env={"RUNTIME_WORKERS": "3", "RUNTIME_FD": ""}
-    )
+    served = launch(SCRIPT, "run", "--port", "0", env={"RUNTIME_WORKERS": "3"})
     url = served.ready()
     assert len(workers_seen(url, expected=3)) == 3
     served.signal(signal.SIGTERM)
