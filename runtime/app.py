@@ -104,6 +104,9 @@ class Runtime(metaclass=_RuntimeType):
         self._manager: ProcessGroup | None = None
         self._mux: Multiplexer | None = None
         self._reloading = False
+        # The settings in effect for the current run (rt.config with run()'s
+        # arguments and the command line's on top), in the manager and workers.
+        self.options: RunOptions | None = None
         self.import_target: str | None = None
         self.inspector_class: type[Inspector] = Inspector
         self.inspector_commands: dict[str, Callable[..., Any]] = {}
@@ -240,6 +243,7 @@ class Runtime(metaclass=_RuntimeType):
             )
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
         check_exposure(options)
+        self.options = options
         settings = logs.LogSettings.of(options)
         logs.configure(settings)
         if options.pid_file is not None:

@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="server worker processes (default: 1, or 2 for the demo app)",
     )
     run.add_argument(
-        "--single-process", action="store_true", help="serve without a manager"
+        "--single-process",
+        action=argparse.BooleanOptionalAction,
+        help="serve without a manager",
     )
     run.add_argument(
         "--start-method",
@@ -191,12 +193,14 @@ def flag_actions(run: argparse.ArgumentParser) -> list[argparse.Action]:
 def _read_environment(
     command: argparse.ArgumentParser,
     name_of: Callable[[argparse.Action], str | None] = env_name,
-) -> None:
-    """Turn each variable set for a flag into its default, checked like the flag.
+) -> dict[argparse.Action, tuple[str, str]]:
+    """Turn each variable set for a flag into its default, checked like the flag;
+    return the flags so set, with each variable's name and text.
 
     A flag on the command line still wins; a repeatable flag adds to the list the
     variable gave (its items separated by the path separator, ``:``).
     """
+    used = {}
     for action in flag_actions(command):
         name = name_of(action)
         text = os.environ.get(name, "").strip() if name else ""
@@ -206,6 +210,42 @@ def _read_environment(
             command.set_defaults(**{action.dest: _from_text(action, text)})
         except argparse.ArgumentTypeError as exc:
             command.error(f"{name}={text!r}: {exc}")
+        used[action] = (name, text)
+    return used
+
+
+LISTEN = ("host", "port", "uds", "fd")  # where to listen: one place, flag or variable
+
+
+def _environment_sources(
+    run: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    used: dict[argparse.Action, tuple[str, str]],
+    argv: Sequence[str],
+) -> dict[str, str]:
+    """The variables that gave a value no flag replaced: name to text.
+
+    A listening place given on the command line (``--uds``) also sets aside the
+    variables for the other places (``RUNTIME_PORT``), which would contradict it.
+    """
+    on_line = {a.dest for a in flag_actions(run) if _on_command_line(a, argv)}
+    sources = {}
+    for action, (name, text) in used.items():
+        if action.dest in on_line:
+            continue
+        if action.dest in LISTEN and on_line & set(LISTEN):
+            setattr(args, action.dest, None)
+            continue
+        sources[name] = text
+    return sources
+
+
+def _on_command_line(action: argparse.Action, argv: Sequence[str]) -> bool:
+    return any(
+        token == option or token.startswith(option + "=")
+        for token in argv
+        for option in action.option_strings
+    )
 
 
 def _from_text(action: argparse.Action, text: str) -> Any:
@@ -326,7 +366,9 @@ def _reload_options(run: argparse.ArgumentParser) -> None:
         "reload", "restart the workers when source files change (for development)"
     )
     group.add_argument(
-        "--reload", action="store_true", help="watch the app's source directory"
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        help="watch the app's source directory",
     )
     group.add_argument(
         "--reload-dir",
@@ -352,7 +394,7 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group("inspector", "the HTTP control service")
     group.add_argument(
         "--inspect",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="run the inspector",
     )
     group.add_argument("--inspector-host", help="default: localhost")
@@ -377,7 +419,7 @@ def _inspector_options(run: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--health-without-key",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="GET /healthz and /readyz on the inspector need no API key",
     )
     group.add_argument(
@@ -430,8 +472,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     args, extra = parser.parse_known_args(argv)
     # again, with the defaults the environment gives
     if args.command == "run":
-        _read_environment(subcommand(parser, "run"))
+        run = subcommand(parser, "run")
+        used = _read_environment(run)
         args, extra = parser.parse_known_args(argv)
+        given = sys.argv[1:] if argv is None else argv
+        args.environment = _environment_sources(run, args, used, given)
     elif args.command == "inspect":
         _read_environment(subcommand(parser, "inspect"), _inspect_env_name)
         args, extra = parser.parse_known_args(argv)
@@ -523,11 +568,11 @@ def _json_or_text(value: str) -> Any:
 
 def _run(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.app_dir):
-        return _fail(
+        message = (
             f"--app-dir {args.app_dir!r} is not a directory; give the one that "
-            f"holds the target's module",
-            BAD_ARGUMENTS,
+            f"holds the target's module"
         )
+        return _fail(_sourced(message, args.environment), BAD_ARGUMENTS)
     sys.path.insert(0, os.path.abspath(args.app_dir))
     target = args.target or DEMO
     logs.configure(logs.LogSettings(level=args.log_level or "INFO"))
@@ -535,6 +580,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.start_method:
             Runtime.start_method = args.start_method
         found = import_target(target)
+        if args.start_method:  # the command line wins over the module's choice
+            Runtime.start_method = args.start_method
         if not isinstance(found, Runtime) and (owner := owner_of(target, found)):
             log.warning(
                 "%s is the app of the Runtime %s; served bare, it runs without "
@@ -551,7 +598,7 @@ def _run(args: argparse.Namespace) -> int:
             uds=args.uds,
             fd=args.fd,
             workers=args.workers or _demo_workers(target, args),
-            single_process=args.single_process or None,
+            single_process=args.single_process,
             graceful_timeout=args.graceful_timeout,
             ack_timeout=args.ack_timeout,
             log_level=args.log_level,
@@ -559,13 +606,13 @@ def _run(args: argparse.Namespace) -> int:
             log_format=args.log_format,
             log_file=args.log_file,
             log_config=args.log_config,
-            inspector=args.inspect or None,
+            inspector=args.inspect,
             inspector_host=args.inspector_host,
             inspector_port=args.inspector_port,
             inspector_api_key=args.inspector_api_key,
             inspector_tls_cert=args.inspector_tls_cert,
             inspector_tls_key=args.inspector_tls_key,
-            health_without_key=args.health_without_key or None,
+            health_without_key=args.health_without_key,
             health_port=args.health_port,
             health_host=args.health_host,
             pid_file=args.pid_file,
@@ -577,19 +624,29 @@ def _run(args: argparse.Namespace) -> int:
             max_lifetime=args.max_lifetime,
             max_lifetime_jitter=args.max_lifetime_jitter,
             max_worker_memory=args.max_worker_memory,
-            auto_reload=args.reload or None,
+            auto_reload=args.reload,
             reload_dirs=args.reload_dir,
             reload_include=args.reload_include,
             reload_exclude=args.reload_exclude,
         )
     except (ConfigError, StartMethodError, TargetError) as exc:
-        return _fail(exc, BAD_ARGUMENTS)
+        return _fail(_sourced(str(exc), args.environment), BAD_ARGUMENTS)
     except RuntimeErrorBase as exc:
-        return _fail(exc, 1)
+        return _fail(_sourced(str(exc), args.environment), 1)
 
 
 def _demo_workers(target: str, args: argparse.Namespace) -> int | None:
     return 2 if target == DEMO and not args.single_process else None
+
+
+def _sourced(message: str, environment: dict[str, str]) -> str:
+    """The message, saying which variables gave the values it quotes."""
+    names = [
+        name
+        for name, text in environment.items()
+        if repr(text) in message or (len(text) > 2 and text in message)
+    ]
+    return f"{message} (set by {', '.join(names)})" if names else message
 
 
 def _fail(exc: Exception | str, code: int) -> int:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from .app import Runtime
-from .errors import RuntimeNotFoundError, TargetError
+from .errors import RuntimeErrorBase, RuntimeNotFoundError, TargetError
 
 if TYPE_CHECKING:
     from .worker import WorkerSpec
@@ -24,11 +25,15 @@ def import_target(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is None or not module_name.startswith(exc.name):
-            raise
+            raise TargetError(_import_failed(module_name, exc)) from exc
         raise TargetError(
             f"module {module_name!r} of target {target!r} was not found; run from "
             f"the directory that holds it or pass --app-dir"
         ) from None
+    except RuntimeErrorBase:
+        raise  # the runtime's own one-line errors, a bad rt.config value say
+    except Exception as exc:
+        raise TargetError(_import_failed(module_name, exc)) from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -38,6 +43,18 @@ def import_target(target: str) -> Any:
                 f"module {module_name!r} has no attribute {attr!r} (target {target!r})"
             ) from None
     return obj
+
+
+def _import_failed(module_name: str, exc: Exception) -> str:
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}"
+    else:
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{frame.filename}:{frame.lineno}"
+    return (
+        f"importing {module_name!r} failed at {where}: {type(exc).__name__}: {exc}; "
+        f"python -c 'import {module_name}' shows the whole traceback"
+    )
 
 
 def runtime_for(obj: Any, name: str) -> Runtime:

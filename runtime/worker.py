@@ -46,7 +46,7 @@ from .children import (
     die_with_parent,
 )
 from .config import RunOptions
-from .errors import RuntimeErrorBase, StartupError
+from .errors import RuntimeErrorBase, StartupError, TargetError
 from .health import WorkerHealth
 from .messages import (
     Ack,
@@ -93,8 +93,11 @@ def worker_main(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None
         name = multiprocessing.current_process().name
         runtime.enter_worker(spec.shared, Multiplexer(conn, name))
         runtime.config.RELOADED_FILES = spec.reloaded
+        runtime.options = spec.options
     except RuntimeErrorBase as exc:
-        _report(conn, exc, "")
+        # An import of the user's code that failed keeps its traceback.
+        cause = exc.__cause__ if isinstance(exc, TargetError) else None
+        _report(conn, exc, "".join(traceback.format_exception(cause)) if cause else "")
         sys.exit(1)
     except BaseException as exc:
         _report(conn, exc, traceback.format_exc())

@@ -220,6 +220,9 @@ def test_every_run_flag_reads_its_environment_variable(monkeypatch):
     assert (args.workers, args.start_method, args.access_log) == (3, "forkserver", True)
     assert (args.single_process, args.inspect, args.hang_timeout) == (False, True, 0)
     assert args.reload_dir == ["a", "b", "c"]
+    off = _parsed(monkeypatch, {"RUNTIME_RELOAD": "off", "RUNTIME_INSPECTOR": "0"})
+    assert (off.reload, off.inspect, off.health_without_key) == (False, False, None)
+    assert _parsed(monkeypatch, {}, "--no-single-process").single_process is False
     assert _parsed(monkeypatch, env, "--workers", "1", "--no-access-log").workers == 1
     assert not _parsed(monkeypatch, env, "--no-access-log").access_log
 
@@ -278,3 +281,66 @@ def test_a_missing_app_dir_and_the_version(launch, tmp_path):
     ]
     version = launch(SCRIPT, "--version")
     assert version.wait() == 0 and "runtime 0.1.0" in version.output
+
+
+def test_a_switch_turned_off_by_the_environment_beats_the_code(launch):
+    served = launch(
+        *python("-m", "runtime", "run", "inspected:rt", "--port", "0"),
+        env={"RUNTIME_INSPECTOR": "0"},
+    )
+    served.ready()
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+    assert "Inspector listening" not in served.output
+    on = launch(*python("-m", "runtime", "run", "inspected:rt", "--port", "0"))
+    on.wait_for("Inspector listening")  # the code turned it on
+    on.signal(signal.SIGTERM)
+    assert on.wait() == 0
+
+
+def test_the_command_line_start_method_beats_the_modules(launch):
+    served = launch(
+        *python("-m", "runtime", "run", "basic:rt", "--port", "0"),
+        *("--start-method", "spawn"),
+        env={"RT_START_METHOD": "fork"},  # basic.py sets it when imported
+    )
+    served.wait_for(r"Ready: 1 worker\(s\) serving \(start method spawn\)")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_target_that_fails_to_import_is_one_line_and_exit_2(launch, tmp_path):
+    (tmp_path / "broken.py").write_text("x = 1\nraise RuntimeError('boom')\n")
+    served = launch(SCRIPT, "run", "broken:rt", "--app-dir", str(tmp_path))
+    assert served.wait() == 2
+    lines = [line for line in served.lines if line.strip()]
+    assert len(lines) == 1, served.output
+    assert f"importing 'broken' failed at {tmp_path / 'broken.py'}:2: " in lines[0]
+    assert "RuntimeError: boom" in lines[0]
+
+
+def test_an_error_names_the_variable_that_gave_the_value(launch, tmp_path):
+    missing = str(tmp_path / "no" / "app.pid")
+    served = launch(SCRIPT, "run", env={"RUNTIME_PID_FILE": missing})
+    assert served.wait() == 2
+    assert "(set by RUNTIME_PID_FILE)" in served.output
+
+
+def test_a_place_on_the_command_line_sets_aside_the_environments(launch, tmp_path):
+    served = launch(
+        SCRIPT, "run", "--port", "0", env={"RUNTIME_UDS": str(tmp_path / "u.sock")}
+    )
+    assert served.ready().startswith("http://127.0.0.1:")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_rt_options_are_the_settings_in_effect(launch):
+    served = launch(
+        *python("-m", "runtime", "run", "effective:rt", "--port", "0"),
+        *("--graceful-timeout", "7"),
+    )
+    served.wait_for("main graceful 7.0 config 9.0")
+    served.wait_for("worker graceful 7.0")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
