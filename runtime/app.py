@@ -29,7 +29,7 @@ from .errors import (
     UnguardedRunError,
 )
 from .group import ProcessGroup
-from .inspector import HealthChecks, Inspector, check_exposure
+from .inspector import HealthChecks, Inspector, check_exposure, check_hosts
 from .listeners import Listeners
 from .multiplexer import Multiplexer
 from .shared import SharedContext
@@ -242,6 +242,7 @@ class Runtime(metaclass=_RuntimeType):
                 f"or serve= when creating it"
             )
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
+        check_hosts(options)
         check_exposure(options)
         self.options = options
         settings = logs.LogSettings.of(options)

@@ -54,7 +54,7 @@ import attrs
 from . import serving, sockets
 from .children import manager_only, release
 from .config import RunOptions
-from .errors import BindError, ConfigError, GroupNotRunningError
+from .errors import AddressError, BindError, ConfigError, GroupNotRunningError
 
 if TYPE_CHECKING:
     from .group import ProcessGroup
@@ -75,6 +75,23 @@ def check_exposure(options: RunOptions) -> None:
                 f"this machine, without an API key; set INSPECTOR_API_KEY "
                 f"(--inspector-api-key) or keep INSPECTOR_HOST on localhost"
             )
+
+
+def check_hosts(options: RunOptions) -> None:
+    """Resolve the inspector's and the health port's hosts before anything binds."""
+    hosts = []
+    if options.inspector:
+        hosts.append(("the inspector host", options.inspector_host))
+    if options.health_port is not None:
+        hosts.append(("the health host", options.health_host))
+    for what, host in hosts:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise AddressError(
+                f"cannot resolve {what} {host!r} ({exc.strerror}); pass an IP "
+                f"address or a name this machine resolves"
+            ) from None
 
 
 def _loopback(host: str) -> bool:

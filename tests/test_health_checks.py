@@ -205,6 +205,14 @@ def test_a_health_port_in_use_fails_start_up_cleanly(launch):
         (["--health-port", "70000"], ["--health-port", "70000"]),
         (["--health-port", "x"], ["--health-port", "'x'"]),
         (["--health-port", "0", "--single-process"], ["health port", "single"]),
+        (
+            ["--health-port", "0", "--health-host", "no.such.host.invalid"],
+            ["cannot resolve the health host 'no.such.host.invalid'"],
+        ),
+        (
+            ["--inspect", "--inspector-host", "no.such.host.invalid"],
+            ["cannot resolve the inspector host 'no.such.host.invalid'"],
+        ),
     ],
 )
 def test_bad_health_options_are_one_line_and_exit_2(launch, args, words):
