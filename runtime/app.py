@@ -8,12 +8,13 @@ worker then finds it by that name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
@@ -407,7 +408,26 @@ def _servable(app: Any, protocol: Any, serve: Any) -> tuple[str | None, Any]:
     return kind, target
 
 
+_importing: list[str] = []  # the modules `runtime run` is importing as targets
+
+
+@contextlib.contextmanager
+def importing_target(module_name: str) -> Iterator[None]:
+    """While ``runtime run`` imports a target's module, run() refuses to serve."""
+    _importing.append(module_name)
+    try:
+        yield
+    finally:
+        _importing.pop()
+
+
 def _check_not_bootstrapping() -> None:
+    if _importing:
+        raise UnguardedRunError(
+            f"run() was called while `runtime run` was importing {_importing[-1]!r}, "
+            f"which serves the target itself; call run() only under "
+            f"`if __name__ == '__main__':`"
+        )
     # Set by multiprocessing while a spawn/forkserver child re-imports __main__.
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         main = sys.modules.get("__main__")

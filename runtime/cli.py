@@ -58,7 +58,7 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be above 0 seconds")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
     return value
 
 
@@ -214,7 +214,8 @@ def _read_environment(
     return used
 
 
-LISTEN = ("host", "port", "uds", "fd")  # where to listen: one place, flag or variable
+# Where to listen: one place, host and port together, a unix path or an fd.
+PLACES = {"host": "tcp", "port": "tcp", "uds": "uds", "fd": "fd"}
 
 
 def _environment_sources(
@@ -229,12 +230,14 @@ def _environment_sources(
     variables for the other places (``RUNTIME_PORT``), which would contradict it.
     """
     on_line = {a.dest for a in flag_actions(run) if _on_command_line(a, argv)}
+    places = {PLACES[dest] for dest in on_line if dest in PLACES}
     sources = {}
     for action, (name, text) in used.items():
         if action.dest in on_line:
             continue
-        if action.dest in LISTEN and on_line & set(LISTEN):
-            setattr(args, action.dest, None)
+        place = PLACES.get(action.dest)
+        if place is not None and places and place not in places:
+            setattr(args, action.dest, None)  # the command line chose another place
             continue
         sources[name] = text
     return sources
@@ -251,7 +254,7 @@ def _on_command_line(action: argparse.Action, argv: Sequence[str]) -> bool:
 def _from_text(action: argparse.Action, text: str) -> Any:
     if action.nargs == 0:  # a switch
         if text.lower() not in ON + OFF:
-            raise argparse.ArgumentTypeError("is not a switch; use 1 or 0")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a switch; use 1 or 0")
         return text.lower() in ON
     if isinstance(action, argparse._AppendAction):
         return [_one_value(action, part) for part in text.split(os.pathsep) if part]
@@ -262,7 +265,7 @@ def _one_value(action: argparse.Action, text: str) -> Any:
     value = action.type(text) if callable(action.type) else text
     if action.choices is not None and value not in action.choices:
         raise argparse.ArgumentTypeError(
-            f"is not one of {', '.join(map(str, action.choices))}"
+            f"{text!r} is not one of {', '.join(map(str, action.choices))}"
         )
     return value
 
@@ -273,7 +276,9 @@ def _seconds_or_off(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 (off) or more seconds")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be 0 (off) or a finite number of seconds"
+        )
     return value
 
 
@@ -530,7 +535,8 @@ def _inspect_body(
         return {}
     if command == "scale":
         if len(rest) != 1 or not rest[0].isdigit() or extra:
-            parser.error(f"scale needs one whole number of workers, got {rest + extra}")
+            got = " ".join(rest + extra) or "nothing"
+            parser.error(f"scale needs one whole number of workers, got {got}")
         return {"replicas": int(rest[0])}
     body = {}
     if "--" in extra:  # what follows it is the command's, even --port=...
@@ -582,6 +588,14 @@ def _run(args: argparse.Namespace) -> int:
         found = import_target(target)
         if args.start_method:  # the command line wins over the module's choice
             Runtime.start_method = args.start_method
+            if start_methods.setup_skipped():
+                log.warning(
+                    "--start-method %s is ignored: %s called "
+                    "skip_start_method_setup(), so Python's global start method "
+                    "is used as it is",
+                    args.start_method,
+                    target.partition(":")[0],
+                )
         if not isinstance(found, Runtime) and (owner := owner_of(target, found)):
             log.warning(
                 "%s is the app of the Runtime %s; served bare, it runs without "
@@ -640,13 +654,25 @@ def _demo_workers(target: str, args: argparse.Namespace) -> int | None:
 
 
 def _sourced(message: str, environment: dict[str, str]) -> str:
-    """The message, saying which variables gave the values it quotes."""
+    """The message, saying which variables gave the values or settings it names."""
     names = [
         name
         for name, text in environment.items()
-        if repr(text) in message or (len(text) > 2 and text in message)
+        if repr(text) in message
+        or (len(text) > 2 and text in message)
+        or _names_setting(message, name)
     ]
     return f"{message} (set by {', '.join(names)})" if names else message
+
+
+def _names_setting(message: str, name: str) -> bool:
+    # RUNTIME_INSPECTOR_API_KEY: "inspector_api_key" or "inspector API key"
+    setting = name.removeprefix("RUNTIME_").lower()
+    spoken = setting.replace("_", " ")
+    return any(
+        re.search(rf"\b{re.escape(words)}\b", message, re.IGNORECASE)
+        for words in (setting, spoken)
+    )
 
 
 def _fail(exc: Exception | str, code: int) -> int:

@@ -579,6 +579,8 @@ def _validate_reload(out: dict[str, Any]) -> None:
             "reload_include and reload_exclude have no effect without auto_reload "
             "(--reload); they are ignored"
         )
+    if not out["auto_reload"] and out["reload_dirs"]:
+        log.warning("reload_dirs has no effect with auto_reload turned off; ignored")
     if out["auto_reload"] and any(
         fnmatch.fnmatch("x.py", p) for p in out["reload_exclude"]
     ):

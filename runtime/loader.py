@@ -7,7 +7,7 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from .app import Runtime
+from .app import Runtime, importing_target
 from .errors import RuntimeErrorBase, RuntimeNotFoundError, TargetError
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ def import_target(target: str) -> Any:
             f"target {target!r} must look like MODULE:ATTR, for example myapp:app"
         )
     try:
-        module = importlib.import_module(module_name)
+        with importing_target(module_name):
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is None or not module_name.startswith(exc.name):
             raise TargetError(_import_failed(module_name, exc)) from exc

@@ -65,6 +65,11 @@ def skip_start_method_setup() -> None:
     _skip_setup = True
 
 
+def setup_skipped() -> bool:
+    """Whether the program called skip_start_method_setup()."""
+    return _skip_setup
+
+
 def available() -> list[str]:
     return multiprocessing.get_all_start_methods()
 

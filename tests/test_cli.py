@@ -186,11 +186,15 @@ def test_options_that_do_nothing_are_warned_about(launch):
             "*.html",
             "--inspector-api-key",
             "a-key-for-nothing",
+            "--reload-dir",
+            ".",
+            "--no-reload",
         )
     )
     served.ready()
     served.wait_for(r"WARNING max_requests_jitter has no effect without max_requests")
     served.wait_for(r"WARNING inspector_api_key: no effect without the inspector")
+    served.wait_for(r"WARNING reload_dirs has no effect with auto_reload turned off")
     served.wait_for(r"WARNING reload_include and reload_exclude have no effect")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
@@ -344,3 +348,48 @@ def test_rt_options_are_the_settings_in_effect(launch):
     served.wait_for("worker graceful 7.0")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_host_and_port_are_one_place_to_listen(monkeypatch):
+    from runtime import cli
+
+    monkeypatch.setenv("RUNTIME_PORT", "17019")
+    parser = cli.build_parser()
+    run = cli.subcommand(parser, "run")
+    used = cli._read_environment(run)
+    for argv, port in ((["--host", "127.0.0.2"], 17019), (["--uds", "/x.sock"], None)):
+        args = parser.parse_args(["run", *argv])
+        cli._environment_sources(run, args, used, ["run", *argv])
+        assert args.port == port, argv
+
+
+def test_a_module_level_run_under_runtime_run_is_refused(launch, tmp_path):
+    (tmp_path / "noguard.py").write_text(
+        "from runtime import Runtime\nfrom runtime.demo import app\n"
+        "rt = Runtime('noguard', app=app)\nrt.run(port=0)\n"
+    )
+    served = launch(SCRIPT, "run", "noguard:rt", "--app-dir", str(tmp_path))
+    assert served.wait() == 1
+    lines = [line for line in served.lines if line.strip()]
+    assert len(lines) == 1 and "Listening" not in served.output, served.output
+    assert "run() was called while `runtime run` was importing 'noguard'" in lines[0]
+
+
+def test_a_skipped_start_method_setup_says_the_flag_is_ignored(launch):
+    served = launch(
+        *python("-m", "runtime", "run", "basic:rt", "--port", "0"),
+        *("--start-method", "spawn"),
+        env={"RT_SKIP": "1"},
+    )
+    served.wait_for(r"WARNING --start-method spawn is ignored: basic called skip_")
+    served.ready()
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_errors_name_the_variables_of_the_settings_they_name(launch):
+    served = launch(
+        SCRIPT, "run", env={"RUNTIME_SINGLE_PROCESS": "1", "RUNTIME_WORKERS": "3"}
+    )
+    assert served.wait() == 2
+    assert "RUNTIME_WORKERS" in served.output and "set by" in served.output
