@@ -11,11 +11,11 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import __version__ as version
-from . import logs, start_methods
+from . import environment, logs, start_methods
 from .app import Runtime
 from .config import LOG_LEVELS, MIN_LIMIT, api_key_problem
 from .errors import ConfigError, RuntimeErrorBase, StartMethodError, TargetError
@@ -160,114 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     _inspector_options(run)
     _inspect_command(commands)
     return parser
-
-
-ON = ("1", "true", "yes", "on")
-OFF = ("0", "false", "no", "off")
-ENV_NAMES = {"--inspect": "RUNTIME_INSPECTOR"}  # the setting's name, INSPECTOR
-INSPECT_ENV_NAMES = {  # runtime inspect finds the inspector runtime run started
-    "--host": "RUNTIME_INSPECTOR_HOST",
-    "--port": "RUNTIME_INSPECTOR_PORT",
-    "--api-key": "RUNTIME_INSPECTOR_API_KEY",
-}
-
-
-def env_name(action: argparse.Action) -> str:
-    """The environment variable a ``runtime run`` flag also reads."""
-    flag = next(o for o in action.option_strings if o.startswith("--"))
-    return ENV_NAMES.get(flag, "RUNTIME_" + flag[2:].replace("-", "_").upper())
-
-
-def _inspect_env_name(action: argparse.Action) -> str | None:
-    return INSPECT_ENV_NAMES.get(action.option_strings[0])
-
-
-def flag_actions(run: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [
-        action
-        for action in run._actions
-        if action.option_strings and not isinstance(action, argparse._HelpAction)
-    ]
-
-
-def _read_environment(
-    command: argparse.ArgumentParser,
-    name_of: Callable[[argparse.Action], str | None] = env_name,
-) -> dict[argparse.Action, tuple[str, str]]:
-    """Turn each variable set for a flag into its default, checked like the flag;
-    return the flags so set, with each variable's name and text.
-
-    A flag on the command line still wins; a repeatable flag adds to the list the
-    variable gave (its items separated by the path separator, ``:``).
-    """
-    used = {}
-    for action in flag_actions(command):
-        name = name_of(action)
-        text = os.environ.get(name, "").strip() if name else ""
-        if not text:
-            continue
-        try:
-            command.set_defaults(**{action.dest: _from_text(action, text)})
-        except argparse.ArgumentTypeError as exc:
-            command.error(f"{name}={text!r}: {exc}")
-        used[action] = (name, text)
-    return used
-
-
-# Where to listen: one place, host and port together, a unix path or an fd.
-PLACES = {"host": "tcp", "port": "tcp", "uds": "uds", "fd": "fd"}
-
-
-def _environment_sources(
-    run: argparse.ArgumentParser,
-    args: argparse.Namespace,
-    used: dict[argparse.Action, tuple[str, str]],
-    argv: Sequence[str],
-) -> dict[str, str]:
-    """The variables that gave a value no flag replaced: name to text.
-
-    A listening place given on the command line (``--uds``) also sets aside the
-    variables for the other places (``RUNTIME_PORT``), which would contradict it.
-    """
-    on_line = {a.dest for a in flag_actions(run) if _on_command_line(a, argv)}
-    places = {PLACES[dest] for dest in on_line if dest in PLACES}
-    sources = {}
-    for action, (name, text) in used.items():
-        if action.dest in on_line:
-            continue
-        place = PLACES.get(action.dest)
-        if place is not None and places and place not in places:
-            setattr(args, action.dest, None)  # the command line chose another place
-            continue
-        sources[name] = text
-    return sources
-
-
-def _on_command_line(action: argparse.Action, argv: Sequence[str]) -> bool:
-    return any(
-        token == option or token.startswith(option + "=")
-        for token in argv
-        for option in action.option_strings
-    )
-
-
-def _from_text(action: argparse.Action, text: str) -> Any:
-    if action.nargs == 0:  # a switch
-        if text.lower() not in ON + OFF:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a switch; use 1 or 0")
-        return text.lower() in ON
-    if isinstance(action, argparse._AppendAction):
-        return [_one_value(action, part) for part in text.split(os.pathsep) if part]
-    return _one_value(action, text)
-
-
-def _one_value(action: argparse.Action, text: str) -> Any:
-    value = action.type(text) if callable(action.type) else text
-    if action.choices is not None and value not in action.choices:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not one of {', '.join(map(str, action.choices))}"
-        )
-    return value
 
 
 def _seconds_or_off(text: str) -> float:
@@ -478,12 +370,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # again, with the defaults the environment gives
     if args.command == "run":
         run = subcommand(parser, "run")
-        used = _read_environment(run)
+        used = environment.read(run)
         args, extra = parser.parse_known_args(argv)
         given = sys.argv[1:] if argv is None else argv
-        args.environment = _environment_sources(run, args, used, given)
+        args.environment = environment.sources(run, args, used, given)
     elif args.command == "inspect":
-        _read_environment(subcommand(parser, "inspect"), _inspect_env_name)
+        environment.read(subcommand(parser, "inspect"), environment.inspect_name)
         args, extra = parser.parse_known_args(argv)
     if args.command == "inspect":
         sys.exit(_inspect(parser, args, extra))
@@ -578,7 +470,7 @@ def _run(args: argparse.Namespace) -> int:
             f"--app-dir {args.app_dir!r} is not a directory; give the one that "
             f"holds the target's module"
         )
-        return _fail(_sourced(message, args.environment), BAD_ARGUMENTS)
+        return _fail(environment.sourced(message, args.environment), BAD_ARGUMENTS)
     sys.path.insert(0, os.path.abspath(args.app_dir))
     target = args.target or DEMO
     logs.configure(logs.LogSettings(level=args.log_level or "INFO"))
@@ -644,35 +536,13 @@ def _run(args: argparse.Namespace) -> int:
             reload_exclude=args.reload_exclude,
         )
     except (ConfigError, StartMethodError, TargetError) as exc:
-        return _fail(_sourced(str(exc), args.environment), BAD_ARGUMENTS)
+        return _fail(environment.sourced(str(exc), args.environment), BAD_ARGUMENTS)
     except RuntimeErrorBase as exc:
-        return _fail(_sourced(str(exc), args.environment), 1)
+        return _fail(environment.sourced(str(exc), args.environment), 1)
 
 
 def _demo_workers(target: str, args: argparse.Namespace) -> int | None:
     return 2 if target == DEMO and not args.single_process else None
-
-
-def _sourced(message: str, environment: dict[str, str]) -> str:
-    """The message, saying which variables gave the values or settings it names."""
-    names = [
-        name
-        for name, text in environment.items()
-        if repr(text) in message
-        or (len(text) > 2 and text in message)
-        or _names_setting(message, name)
-    ]
-    return f"{message} (set by {', '.join(names)})" if names else message
-
-
-def _names_setting(message: str, name: str) -> bool:
-    # RUNTIME_INSPECTOR_API_KEY: "inspector_api_key" or "inspector API key"
-    setting = name.removeprefix("RUNTIME_").lower()
-    spoken = setting.replace("_", " ")
-    return any(
-        re.search(rf"\b{re.escape(words)}\b", message, re.IGNORECASE)
-        for words in (setting, spoken)
-    )
 
 
 def _fail(exc: Exception | str, code: int) -> int:

@@ -201,12 +201,12 @@ def test_options_that_do_nothing_are_warned_about(launch):
 
 
 def _parsed(monkeypatch, env, *argv):
-    from runtime import cli
+    from runtime import cli, environment
 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     parser = cli.build_parser()
-    cli._read_environment(cli.subcommand(parser, "run"))
+    environment.read(cli.subcommand(parser, "run"))
     return parser.parse_args(["run", *argv])
 
 
@@ -351,15 +351,15 @@ def test_rt_options_are_the_settings_in_effect(launch):
 
 
 def test_host_and_port_are_one_place_to_listen(monkeypatch):
-    from runtime import cli
+    from runtime import cli, environment
 
     monkeypatch.setenv("RUNTIME_PORT", "17019")
     parser = cli.build_parser()
     run = cli.subcommand(parser, "run")
-    used = cli._read_environment(run)
+    used = environment.read(run)
     for argv, port in ((["--host", "127.0.0.2"], 17019), (["--uds", "/x.sock"], None)):
         args = parser.parse_args(["run", *argv])
-        cli._environment_sources(run, args, used, ["run", *argv])
+        environment.sources(run, args, used, ["run", *argv])
         assert args.port == port, argv
 
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from conftest import free_port, python
 
-from runtime import cli
+from runtime import cli, environment
 from runtime.config import Config
 
 ROOT = Path(__file__).parent.parent
@@ -53,7 +53,7 @@ def test_every_run_flag_is_documented():
 
 def test_every_environment_variable_is_documented():
     run = cli.subcommand(cli.build_parser(), "run")
-    names = {cli.env_name(action) for action in cli.flag_actions(run)}
+    names = {environment.env_name(action) for action in environment.flag_actions(run)}
     missing = sorted(n for n in names if f"``{n}``" not in README)
     assert not missing
 
