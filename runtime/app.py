@@ -30,7 +30,14 @@ from .errors import (
     UnguardedRunError,
 )
 from .group import ProcessGroup
-from .inspector import HealthChecks, Inspector, check_exposure, check_hosts
+from .inspector import (
+    BUILT_IN,
+    HealthChecks,
+    Inspector,
+    check_exposure,
+    check_hosts,
+    check_inspector_class,
+)
 from .listeners import Listeners
 from .multiplexer import Multiplexer
 from .shared import SharedContext
@@ -141,7 +148,7 @@ class Runtime(metaclass=_RuntimeType):
             raise ConfigError(
                 f"an inspector command must be a public, named function, got {fn!r}"
             )
-        if name in ("reload", "shutdown", "scale", "healthz", "readyz"):
+        if name in BUILT_IN:
             raise ConfigError(f"inspector command {name!r} is built in; rename it")
         self.inspector_commands[name] = fn
         return fn
@@ -245,6 +252,8 @@ class Runtime(metaclass=_RuntimeType):
         options = RunOptions.build(self.config, ProcessGroup.THRESHOLD, **given)
         check_hosts(options)
         check_exposure(options)
+        if options.inspector:
+            check_inspector_class(self.inspector_class)
         self.options = options
         settings = logs.LogSettings.of(options)
         logs.configure(settings)

@@ -430,6 +430,11 @@ def _inspect_body(
             got = " ".join(rest + extra) or "nothing"
             parser.error(f"scale needs one whole number of workers, got {got}")
         return {"replicas": int(rest[0])}
+    if args.name is not None or args.zero_downtime:
+        parser.error(
+            f"--name and --zero-downtime belong to reload; pass {command}'s own "
+            f"arguments of those names after --, as in: {command} -- --name=VALUE"
+        )
     body = {}
     if "--" in extra:  # what follows it is the command's, even --port=...
         extra.remove("--")

@@ -77,6 +77,23 @@ def check_exposure(options: RunOptions) -> None:
             )
 
 
+BUILT_IN = ("reload", "shutdown", "scale", "healthz", "readyz", "status")
+
+
+def check_inspector_class(cls: object) -> None:
+    """A subclass may add commands, not replace the built-in routes."""
+    if not (isinstance(cls, type) and issubclass(cls, Inspector)):
+        raise ConfigError(
+            f"rt.inspector_class must be a subclass of runtime.Inspector, got {cls!r}"
+        )
+    replaced = [n for n in BUILT_IN if getattr(cls, n) is not getattr(Inspector, n)]
+    if replaced:
+        raise ConfigError(
+            f"{cls.__name__} replaces the built-in inspector route(s) "
+            f"{', '.join(replaced)}; give its commands other names"
+        )
+
+
 def check_hosts(options: RunOptions) -> None:
     """Resolve the inspector's and the health port's hosts before anything binds."""
     hosts = []

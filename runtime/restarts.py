@@ -33,7 +33,8 @@ Slots are restarted one after the other. If a zero-downtime replacement fails or
 misses its ack deadline, it is stopped, the old worker keeps serving, and the rest
 of that rolling job is dropped with an error naming both processes. If a
 stop-then-start replacement fails, the slot is empty: it is respawned like a
-crashed worker, with backoff.
+crashed worker, with backoff, and the rest of the job is dropped too, so the
+slots not yet restarted keep their workers.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class Conductor:
             if slot is None or not slot.serving:
                 continue  # scaled away, or dead and about to be respawned fresh
             replace = self._replace if zero_downtime else self._stop_then_start
-            if not await replace(slot) and zero_downtime and self._rolling:
+            if not await replace(slot) and self._rolling:
                 log.error(
                     "Rolling restart stopped; not restarted: %s%s",
                     ", ".join(

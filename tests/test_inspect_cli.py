@@ -106,6 +106,8 @@ def test_unreachable_and_refused_are_one_line_and_exit_1(launch):
         ["echo", "-x"],
         ["--api-key", "ключключключ"],
         ["--api-key", "has spaces in it"],
+        ["echo", "--name=bob"],  # reload's --name, not echo's: after -- then
+        ["echo", "--zero-downtime"],
     ],
 )
 def test_bad_inspect_arguments_exit_2(args):

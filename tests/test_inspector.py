@@ -275,3 +275,13 @@ def test_a_command_that_interrupts_is_a_json_500_and_the_manager_carries_on(laun
     assert httpx.get(base + "/", timeout=10).status_code == 200
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
+
+
+def test_a_subclass_that_replaces_a_built_in_route_is_refused(launch):
+    served = launch(*python(app_script("inspected.py")), env={"RT_TAKEOVER": "1"})
+    assert served.wait() == 1
+    assert "Started Runtime-Server" not in served.output
+    assert (
+        "ConfigError: Takeover replaces the built-in inspector route(s) healthz"
+        in served.output
+    )

@@ -10,6 +10,7 @@ import pytest
 from conftest import (
     START_METHODS,
     app_script,
+    free_port,
     python,
     session_members,
     wait_until,
@@ -462,5 +463,26 @@ def test_a_scale_up_that_cannot_start_keeps_the_group(launch, tmp_path, method):
     flag.unlink()
     served.signal(signal.SIGTTIN)  # with the cause gone, the scale-up works
     served.wait_for(r"Scaled to 3 server worker\(s\)")
+    served.signal(signal.SIGTERM)
+    assert served.wait() == 0
+
+
+def test_a_failed_stop_then_start_restart_spares_the_other_slots(launch, tmp_path):
+    flag, inspector = tmp_path / "broken", str(free_port())
+    served = launch(
+        *python("-m", "runtime", "run", "flaky:rt", "--port", "0", "--workers", "2"),
+        *("--inspect", "--inspector-port", inspector),
+        env={"RT_FAIL_FILE": str(flag)},
+    )
+    url = served.ready()
+    flag.write_text("")  # from now on a new worker fails before its ack
+    asked = launch(*python("-m", "runtime", "inspect", "reload", "--port", inspector))
+    assert asked.wait() == 0, asked.output
+    served.wait_for(r"Rolling restart stopped; not restarted: Runtime-Server-1")
+    assert get(url).status_code == 200  # slot 1 kept its worker
+    assert "Runtime-Server-1-0" in served.output
+    assert not re.search(r"Runtime-Server-1-0\[\d+\] INFO Stopped", served.output)
+    flag.unlink()  # the cause gone, slot 0's respawn succeeds
+    served.wait_for(r"Respawned Runtime-Server-0-\d")
     served.signal(signal.SIGTERM)
     assert served.wait() == 0

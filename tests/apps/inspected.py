@@ -1,7 +1,8 @@
 """An app with the inspector on, on a free port. RT_KEY sets the API key,
 RT_INSPECTOR_HOST the address, RT_START_METHOD the start method. Custom
 commands: echo(text, times=1), boom(), refuse() and interrupt() which raise,
-and hello(who) from a subclass of the Inspector."""
+and hello(who) from a subclass of the Inspector; RT_TAKEOVER sets a subclass
+that replaces /healthz, which is refused."""
 
 import os
 
@@ -45,7 +46,12 @@ class Greeting(Inspector):
         return f"hello {who} from {self.name}"
 
 
-rt.inspector_class = Greeting
+class Takeover(Greeting):  # RT_TAKEOVER: a subclass that replaces a route
+    def healthz(self):
+        return "always fine"
+
+
+rt.inspector_class = Takeover if env("RT_TAKEOVER") else Greeting
 
 if __name__ == "__main__":
     rt.run(host="127.0.0.1", port=0, workers=2)
