@@ -116,6 +116,9 @@ class ProcessGroup:
         self.reloaded: tuple[str, ...] = ()  # the files of the latest reload
         self.size = options.workers
         self.slots: dict[int, Slot] = {}
+        # The last generation of each slot index ever used, so that a slot
+        # scaled away and added again never reuses a worker's name.
+        self._generations: dict[int, int] = {}
         self.customs: dict[str, CustomSpec] = {}  # by process name
         self.entries: dict[str, ProcessEntry] = {
             MAIN_NAME: ProcessEntry(
@@ -451,7 +454,8 @@ class ProcessGroup:
 
     def add_slot(self) -> Slot:
         index = next(i for i in range(len(self.slots) + 1) if i not in self.slots)
-        slot = self.slots[index] = Slot(index)
+        slot = Slot(index, generation=self._generations.get(index, -1))
+        self.slots[index] = slot
         return slot
 
     def spawn(self, slot: Slot) -> Child:
@@ -625,6 +629,7 @@ class ProcessGroup:
 
     def remove_slot(self, slot: Slot) -> None:
         self.slots.pop(slot.index, None)
+        self._generations[slot.index] = slot.generation
         if slot.respawn is not None:
             slot.respawn.cancel()
         if slot.child is not None and not slot.child.alive:

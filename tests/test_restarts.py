@@ -193,6 +193,9 @@ def test_ttin_and_ttou_scale_by_one(launch):
     served.signal(signal.SIGTTOU)
     served.wait_for(r"Ignored SIGTTOU: scale\(\) needs 1 to 1024 server workers")
     wait_settled(served, 1)
+    served.signal(signal.SIGTTIN)  # slot 1 again: its new worker has a new name
+    assert "Runtime-Server-1-1" in wait_settled(served, 2)
+    assert served.count(r"Started Runtime-Server-1-0 ") == 1
     served.signal(signal.SIGTERM)
     assert served.wait() == 0
 
