@@ -15,7 +15,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import START_METHODS, app_script, python, session_members, wait_until
+from conftest import (
+    START_METHODS,
+    app_script,
+    free_port,
+    python,
+    session_members,
+    wait_until,
+)
 from http_client import get
 
 ROOT = os.geteuid() == 0
@@ -145,9 +152,7 @@ def test_a_stale_pid_file_is_replaced_with_a_warning(launch, tmp_path, content, 
 def test_a_pid_file_of_a_running_process_refuses_the_start(launch, tmp_path):
     path = tmp_path / "taken.pid"
     path.write_text(f"{os.getpid()}\n")  # this test's own process: alive, not it
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     served = launch(
         *python(
             "-m",
@@ -398,9 +403,7 @@ def test_not_being_allowed_to_switch_loses_nothing(launch, open_dir, request, ho
         user = "nobody"
     open_dir.chmod(0o777)
     pid_file = open_dir / "refused.pid"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     served = launch(
         *python(
             *prefix,

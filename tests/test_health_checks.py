@@ -8,7 +8,7 @@ import threading
 
 import httpx
 import pytest
-from conftest import app_script, python, wait_until
+from conftest import app_script, free_port, python, wait_until
 from http_client import InFlight
 
 pytestmark = pytest.mark.timeout(90)
@@ -167,9 +167,7 @@ def test_a_health_port_without_the_inspector_beyond_loopback(launch):
 
 
 def test_a_health_port_from_the_environment_on_the_inspector_host(launch):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     served = launch(
         *python("-m", "runtime", "run", "basic:rt", "--port", "0"),
         env={
