@@ -480,10 +480,10 @@ def _run(args: argparse.Namespace) -> int:
     target = args.target or DEMO
     logs.configure(logs.LogSettings(level=args.log_level or "INFO"))
     try:
-        if args.start_method:
+        if args.start_method:  # so that the module's own code sees it
             Runtime.start_method = args.start_method
         found = import_target(target)
-        if args.start_method:  # the command line wins over the module's choice
+        if args.start_method:  # again: the command line wins over the module's
             Runtime.start_method = args.start_method
             if start_methods.setup_skipped():
                 log.warning(

@@ -339,11 +339,8 @@ class RunOptions:
         if values["reload_dirs"] and "auto_reload" not in given:
             values["auto_reload"] = True  # naming directories to watch asks for it
         options = cls(**_validated(values))
-        if options.single_process and given.get("hang_timeout") is not None:
-            log.warning(
-                "hang_timeout: no effect in single-process mode, where no manager "
-                "watches the process; ignored"
-            )
+        if options.single_process:
+            _warn_of_what_needs_a_manager(options, given)
         return options
 
     @property
@@ -472,6 +469,26 @@ def _check_tls(cert: str, key: str) -> None:
         ) from None
 
 
+def _warn_of_what_needs_a_manager(options: RunOptions, given: dict[str, Any]) -> None:
+    """Single-process mode: the limits a manager would enforce do nothing."""
+    limits = [
+        n
+        for n in ("max_requests", "max_lifetime", "max_worker_memory")
+        if getattr(options, n)
+    ]
+    if limits:
+        log.warning(
+            "%s: no effect in single-process mode, where no manager replaces the "
+            "process; ignored",
+            " and ".join(limits),
+        )
+    if given.get("hang_timeout") is not None:  # its default is on: only if asked
+        log.warning(
+            "hang_timeout: no effect in single-process mode, where no manager "
+            "watches the process; ignored"
+        )
+
+
 def _validate_health(out: dict[str, Any]) -> None:
     for name in ("hang_timeout", "max_lifetime", "max_lifetime_jitter"):
         out[name] = _seconds_or_off(name, out[name])
@@ -483,15 +500,6 @@ def _validate_health(out: dict[str, Any]) -> None:
     ):
         if out[jitter] and not out[limit]:
             log.warning("%s has no effect without %s; it is ignored", jitter, limit)
-    limits = [
-        n for n in ("max_requests", "max_lifetime", "max_worker_memory") if out[n]
-    ]
-    if limits and out.get("single_process"):
-        log.warning(
-            "%s: no effect in single-process mode, where no manager replaces the "
-            "process; ignored",
-            " and ".join(limits),
-        )
 
 
 def _validate_health_checks(out: dict[str, Any]) -> None:
